@@ -1,0 +1,38 @@
+# exportd: `make run` starts the embedded server, `make test` runs the whole suite.
+# Both install what they need on a fresh machine (Python venv, Debian packages, npm tools).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export EXPORTD_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: install run test lint unit integration e2e services bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/exportd serve --host $(HOST) --port $(PORT) --print-quickstart
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+test: $(STAMP) services lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""The export catalog: the only queries exportd will ever run.
+
+A catalog is a YAML file (its path comes from settings). Each export type names a source, an SQL
+query with ``:name`` placeholders, and a typed schema for its variables. Requests carry only a type
+name and variable values; values are validated here and later bound as driver parameters, never
+formatted into SQL.
+
+.. code-block:: yaml
+
+    types:
+      userExport:
+        title: Users by tier
+        source: sample
+        query: SELECT id, name FROM users WHERE tier BETWEEN :x AND :y ORDER BY id
+        variables:
+          x: {type: integer, required: true, min: 1, max: 5, description: lowest tier}
+          y: {type: integer, required: true, min: 1, max: 5, description: highest tier}
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model
+from pydantic.alias_generators import to_camel
+
+from exportd.errors import FieldError, InvalidInput
+from exportd.spec import ExportTypeName, VariableKey, VariableValue
+from exportd.sqlparams import placeholders_in
+
+STRING_MAX_DEFAULT = 1000
+
+
+class VariableKind(StrEnum):
+    INTEGER = "integer"
+    NUMBER = "number"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+
+
+class CatalogModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class VariableSchema(CatalogModel):
+    type: VariableKind
+    required: bool = True
+    default: VariableValue = None
+    min: float | None = None
+    max: float | None = None
+    enum: list[str | int] | None = None
+    pattern: str | None = None
+    max_length: int = Field(STRING_MAX_DEFAULT, ge=1, le=10_000)
+    description: str = ""
+
+
+class ExportType(CatalogModel):
+    title: str = ""
+    description: str = ""
+    source: str = "sample"
+    query: str
+    variables: dict[VariableKey, VariableSchema] = Field(default_factory=dict)
+    metadata: bool = True
+    timezone: str = "UTC"
+    timeout_seconds: int = Field(600, ge=1, le=86_400)
+    statement_timeout_seconds: int = Field(300, ge=1, le=86_400)
+    max_rows: int | None = Field(None, ge=1)
+
+    def public_view(self, name: str) -> dict[str, Any]:
+        """What ``GET /v1/export-types`` shows: everything but the query and the source."""
+        return {
+            "name": name,
+            "title": self.title or name,
+            "description": self.description,
+            "variables": {
+                key: var.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for key, var in self.variables.items()
+            },
+            "metadata": self.metadata,
+            "timezone": self.timezone,
+        }
+
+
+_PYTHON_TYPES: dict[VariableKind, Any] = {
+    VariableKind.INTEGER: int,
+    VariableKind.NUMBER: float,
+    VariableKind.STRING: str,
+    VariableKind.BOOLEAN: StrictBool,
+    VariableKind.DATE: date,
+    VariableKind.DATETIME: datetime,
+}
+
+
+def _field_for(var: VariableSchema) -> tuple[Any, Any]:
+    constraints: dict[str, Any] = {}
+    if var.type in (VariableKind.INTEGER, VariableKind.NUMBER):
+        constraints = {"ge": var.min, "le": var.max, "strict": var.type is VariableKind.INTEGER}
+        constraints["allow_inf_nan"] = False if var.type is VariableKind.NUMBER else None
+    elif var.type is VariableKind.STRING:
+        constraints = {"max_length": var.max_length, "pattern": var.pattern}
+    constraints = {k: v for k, v in constraints.items() if v is not None}
+    annotated = Annotated[_PYTHON_TYPES[var.type], Field(**constraints)]
+    if var.enum is not None:
+        annotated = Literal[tuple(var.enum)]
+    if var.required:
+        return (annotated, ...)
+    return (annotated | None, var.default)
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    types: dict[ExportTypeName, ExportType]
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        with path.open(encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+        catalog = cls.model_validate(raw)
+        catalog.check_queries()
+        return catalog
+
+    def check_queries(self) -> None:
+        """Refuse at load time a query whose placeholders and variables disagree."""
+        for name, export_type in self.types.items():
+            used = placeholders_in(export_type.query)
+            declared = set(export_type.variables)
+            if used != declared:
+                raise ValueError(
+                    f"export type {name}: placeholders {sorted(used)} "
+                    f"do not match variables {sorted(declared)}"
+                )
+
+    def get(self, name: str) -> ExportType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise InvalidInput(
+                f"unknown export type {name!r}",
+                reason="UnknownExportType",
+                errors=[FieldError("type", f"unknown export type {name!r}")],
+            ) from None
+
+    def bind(self, name: str, variables: dict[str, VariableValue]) -> dict[str, Any]:
+        """Validate ``variables`` against the type's schema; return typed parameter values."""
+        export_type = self.get(name)
+        model = _variables_model(name, export_type)
+        try:
+            validated = model.model_validate(variables)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid variables for export type {name!r}",
+                reason="InvalidVariables",
+                errors=[
+                    FieldError(
+                        ".".join(["variables", *(str(p) for p in err["loc"])]), err["msg"]
+                    )
+                    for err in exc.errors()
+                ],
+            ) from None
+        return validated.model_dump()
+
+
+_MODEL_CACHE: dict[tuple[str, int], type[BaseModel]] = {}
+
+
+def _variables_model(name: str, export_type: ExportType) -> type[BaseModel]:
+    key = (name, id(export_type))
+    if key not in _MODEL_CACHE:
+        fields = {k: _field_for(v) for k, v in export_type.variables.items()}
+        _MODEL_CACHE[key] = create_model(  # type: ignore[call-overload]
+            f"Variables_{name}", __config__=ConfigDict(extra="forbid", validate_default=True), **fields
+        )
+    return _MODEL_CACHE[key]

@@ -1,0 +1,45 @@
+"""The writer interface: the plug-in point for file formats (xlsx, csv, ...).
+
+A writer receives Arrow batches in order and writes them to a local file; the exporter publishes
+that file to storage only after ``finish`` returned. ``finish`` reports how many rows it wrote,
+so the exporter can hold it to the completeness contract (rows read == rows written).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """What every file says about itself (XLSX: a metadata sheet; CSV: first and last line)."""
+
+    export_id: str
+    export_type: str
+    requested_at: datetime
+    timezone: str = "UTC"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    rows_written: int
+    sheets: int = 1
+
+
+class Writer(ABC):
+    def __init__(self, path: Path, metadata: ExportMetadata) -> None:
+        self.path = path
+        self.metadata = metadata
+
+    @abstractmethod
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    @abstractmethod
+    def finish(self, completed_at: datetime) -> WriteSummary:
+        """Write the trailer (completion timestamp) and close the file."""

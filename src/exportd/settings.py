@@ -1,0 +1,191 @@
+"""Settings: one class per process, read from ``EXPORTD_*`` environment variables.
+
+Every secret may also come from a file: ``EXPORTD_JWT_SECRET_FILE=/run/secrets/jwt`` sets
+``jwt_secret`` from that file's content (trailing newline removed), which is how Kubernetes
+Secrets, Docker secrets and Vault injectors hand them over. Nested fields use ``__``:
+``EXPORTD_STORAGE__KIND=local``. This module is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "EXPORTD_"
+MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
+
+
+class SourceConfig(BaseModel):
+    """One database exports read from; the catalog refers to it by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["duckdb", "postgres", "mysql"] = "duckdb"
+    path: Path | None = None
+    dsn: SecretStr | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    def resolved_password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\n")
+        return self.password.get_secret_value() if self.password else None
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local"] = "local"
+    root: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class FileSecretsSource(PydanticBaseSettingsSource):
+    """``EXPORTD_<FIELD>_FILE`` -> the field's value, read from that file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, path in os.environ.items():
+            if not (key.startswith(ENV_PREFIX) and key.endswith("_FILE")):
+                continue
+            name = key[len(ENV_PREFIX) : -len("_FILE")].lower()
+            content = Path(path).read_text(encoding="utf-8").rstrip("\n")
+            *parents, leaf = name.split("__")
+            target = values
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = content
+        return values
+
+
+class CommonSettings(BaseSettings):
+    """Fields every exportd process shares: where data, catalog, sources and storage are."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("var")
+    catalog_path: Path | None = None
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    signing_key: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    link_expiry_seconds: int = Field(24 * 3600, ge=60)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, FileSecretsSource(settings_cls))
+
+    @field_validator("link_expiry_seconds")
+    @classmethod
+    def _cap_expiry(cls, value: int) -> int:
+        if value > MAX_LINK_EXPIRY_SECONDS:
+            raise ValueError(f"link expiry above 7 days ({MAX_LINK_EXPIRY_SECONDS} s) is refused")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_under_data_dir(self) -> CommonSettings:
+        self.data_dir = self.data_dir.absolute()
+        if "sample" not in self.sources:
+            self.sources["sample"] = SourceConfig(kind="duckdb", path=self.sample_db_path)
+        if self.storage.kind == "local" and self.storage.root is None:
+            self.storage.root = self.data_dir / "files"
+        return self
+
+    @property
+    def sample_db_path(self) -> Path:
+        return self.data_dir / "sample.duckdb"
+
+    @property
+    def resolved_catalog_path(self) -> Path:
+        if self.catalog_path is not None:
+            return self.catalog_path
+        return Path(__file__).parent / "data" / "catalog.yaml"
+
+    def secret(self, name: str) -> str:
+        """A secret from settings, or a development one kept under ``data_dir/secrets``."""
+        configured: SecretStr | None = getattr(self, name)
+        if configured is not None:
+            return configured.get_secret_value()
+        return _dev_secret(self.data_dir / "secrets" / name)
+
+
+def _dev_secret(path: Path) -> str:
+    """Created once with mode 0600, so ``exportd token`` and ``exportd serve`` agree."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text(encoding="utf-8").strip()
+
+
+class Backend(StrEnum):
+    EMBEDDED = "embedded"
+    KUBERNETES = "kubernetes"
+
+
+class ApiSettings(CommonSettings):
+    """Settings of the API process (``exportd serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: Backend = Backend.EMBEDDED
+    jwt_secret: SecretStr | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+    state_db_url: str | None = None
+    max_running_exports: int = Field(2, ge=1, le=64)
+    max_attempts: int = Field(3, ge=1, le=10)
+    sync_wait_seconds: float = Field(60.0, ge=0, le=600)
+    exporter_command: list[str] = Field(default_factory=list)
+    kubernetes_namespace: str = "default"
+
+    @property
+    def state_db_path(self) -> Path:
+        return self.data_dir / "state.sqlite3"
+
+
+class ExporterSettings(CommonSettings):
+    """Settings of one exporter process (``python -m exportd.exporter``)."""
+
+    batch_rows: int = Field(10_000, ge=1, le=1_000_000)
+    progress_interval_seconds: float = Field(0.5, ge=0.05)
+    temp_dir: Path | None = None
+
+
+class OperatorSettings(CommonSettings):
+    """Settings of the kopf operator."""
+
+    namespace: str | None = None
+    exporter_image: str = "ghcr.io/exportd/exporter:0.1.0"
+    max_running_jobs: int = Field(4, ge=1)
+    max_running_per_requester: int = Field(2, ge=1)
