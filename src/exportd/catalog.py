@@ -71,6 +71,7 @@ class ExportType(CatalogModel):
     timeout_seconds: int = Field(600, ge=1, le=86_400)
     statement_timeout_seconds: int = Field(300, ge=1, le=86_400)
     max_rows: int | None = Field(None, ge=1)
+    csv_bom: bool = False  # a UTF-8 byte order mark, for Excel versions that need it
 
     def public_view(self, name: str) -> dict[str, Any]:
         """What ``GET /v1/export-types`` shows: everything but the query and the source."""

@@ -165,6 +165,8 @@ class ApiSettings(CommonSettings):
     state_db_url: str | None = None
     max_running_exports: int = Field(2, ge=1, le=64)
     max_attempts: int = Field(3, ge=1, le=10)
+    retry_backoff_seconds: float = Field(2.0, ge=0, le=600)
+    cancel_grace_seconds: float = Field(10.0, gt=0, le=600)
     sync_wait_seconds: float = Field(60.0, ge=0, le=600)
     exporter_command: list[str] = Field(default_factory=list)
     kubernetes_namespace: str = "default"
@@ -180,6 +182,28 @@ class ExporterSettings(CommonSettings):
     batch_rows: int = Field(10_000, ge=1, le=1_000_000)
     progress_interval_seconds: float = Field(0.5, ge=0.05)
     temp_dir: Path | None = None
+    spec_json: str | None = None  # the export spec, when neither a file nor stdin carries it
+    reporter: Literal["stdout", "kubernetes"] = Field(
+        "stdout",
+        description="Where progress and the result go: JSON lines on stdout, or also the "
+        "status of the export's ExportRequest (set by the operator in its Jobs).",
+    )
+    kube_api_url: str = Field(
+        "https://kubernetes.default.svc",
+        description="Kubernetes API the `kubernetes` reporter patches ExportRequest status on.",
+    )
+    kube_namespace: str = Field(
+        "default", description="Namespace of the export's ExportRequest (`kubernetes` reporter)."
+    )
+    kube_token_path: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Service account token file, read again for every request (tokens rotate); "
+        "no Authorization header when it does not exist.",
+    )
+    kube_ca_path: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="CA bundle that verifies the Kubernetes API (https only).",
+    )
 
 
 class OperatorSettings(CommonSettings):
@@ -189,3 +213,44 @@ class OperatorSettings(CommonSettings):
     exporter_image: str = "ghcr.io/exportd/exporter:0.1.0"
     max_running_jobs: int = Field(4, ge=1)
     max_running_per_requester: int = Field(2, ge=1)
+    # The Job each export runs as (see exportd.operator.jobs).
+    exporter_command: list[str] = Field(
+        default_factory=lambda: ["python", "-m", "exportd.exporter"],
+        description="Command of the exporter container; the spec follows as --spec-json.",
+    )
+    exporter_service_account: str = Field(
+        "exportd-exporter",
+        description="Service account of export pods: may only get and patch "
+        "exportrequests/status (the exporter reports progress and its result there).",
+    )
+    exporter_env_secret: str | None = Field(
+        None, description="Secret whose keys become the exporter's environment (envFrom)."
+    )
+    exporter_env_config_map: str | None = Field(
+        None, description="ConfigMap whose keys become the exporter's environment (envFrom)."
+    )
+    exporter_data_claim: str | None = Field(
+        None,
+        description="PersistentVolumeClaim mounted at the exporter's data_dir (local storage "
+        "shared with the API); none for object storage.",
+    )
+    exporter_run_as_user: int = Field(10001, ge=1, description="UID of export pods (non-root).")
+    exporter_cpu_request: str = Field("250m", description="CPU request of an export pod.")
+    exporter_memory_request: str = Field("256Mi", description="Memory request of an export pod.")
+    exporter_cpu_limit: str = Field("1", description="CPU limit of an export pod.")
+    exporter_memory_limit: str = Field("1Gi", description="Memory limit of an export pod.")
+    exporter_tmp_size: str = Field(
+        "10Gi", description="Size limit of the emptyDir at /tmp where the file is built."
+    )
+    job_backoff_limit: int = Field(
+        2, ge=0, le=10, description="Retries of a transiently failed export (Job backoffLimit)."
+    )
+    job_ttl_seconds: int = Field(
+        3600, ge=0, description="How long a finished Job stays (ttlSecondsAfterFinished)."
+    )
+    resync_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Period of the full reconcile that backs up events."
+    )
+    liveness_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the operator's /healthz liveness endpoint."
+    )

@@ -204,6 +204,7 @@ class ExportResult(CamelModel):
     sheets: int = 1
     started_at: datetime
     completed_at: datetime
+    created: bool = True  # False when a previous run had already stored this export's file
 
 
 class ExportStatus(CamelModel):

@@ -43,3 +43,6 @@ class Writer(ABC):
     @abstractmethod
     def finish(self, completed_at: datetime) -> WriteSummary:
         """Write the trailer (completion timestamp) and close the file."""
+
+    def abort(self) -> None:  # noqa: B027 - optional hook, most writers need nothing
+        """Release what the writer holds after a failure; the exporter deletes the file."""

@@ -1,0 +1,57 @@
+"""The app factory: settings in, a FastAPI app out, with its backend started by the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from exportd import __version__
+from exportd.api.auth import BearerAuthMiddleware
+from exportd.api.backends import backend_from_settings
+from exportd.api.backends.base import ExportBackend
+from exportd.api.context import ApiContext
+from exportd.api.problems import install_problem_handlers
+from exportd.api.routes import exports, files, meta
+from exportd.catalog import Catalog
+from exportd.settings import ApiSettings
+from exportd.signing import UrlSigner
+from exportd.storage.base import storage_from_settings
+from exportd.tokens import TokenVerifier
+
+
+def create_app(
+    settings: ApiSettings | None = None, *, backend: ExportBackend | None = None
+) -> FastAPI:
+    settings = settings or ApiSettings()
+    catalog = Catalog.load(settings.resolved_catalog_path)
+    context = ApiContext(
+        settings=settings,
+        catalog=catalog,
+        backend=backend or backend_from_settings(settings, catalog),
+        storage=storage_from_settings(settings),
+        signer=UrlSigner(settings.secret("signing_key"), settings.public_url),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await context.backend.start()
+        try:
+            yield
+        finally:
+            await context.backend.stop()
+
+    app = FastAPI(
+        title="exportd",
+        version=__version__,
+        summary="Predefined, parameterized exports to XLSX or CSV, delivered by signed link.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.exportd = context
+    install_problem_handlers(app)
+    app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
+    for module in (meta, exports, files):
+        app.include_router(module.router)
+    return app

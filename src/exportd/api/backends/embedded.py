@@ -1,0 +1,126 @@
+"""Embedded backend: records in the state store, exports run by the local runner.
+
+One machine, no cluster: SQLite under the data directory, exporter child processes, and the
+DuckDB sample database created on first start so the seed request works out of the box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from exportd.api.backends.base import (
+    LIST_LIMIT_DEFAULT,
+    ExportBackend,
+    ExportView,
+    ExportViewPage,
+)
+from exportd.catalog import Catalog
+from exportd.errors import Conflict, NotFound
+from exportd.runner import LocalRunner
+from exportd.settings import ApiSettings
+from exportd.spec import ExportSpec, ExportStatus, Phase
+from exportd.storage.base import Storage, storage_from_settings
+from exportd.store.base import ExportRecord, StateStore, store_from_settings
+from exportd.store.events import RecordEvents
+
+log = logging.getLogger(__name__)
+
+
+def _view(record: ExportRecord) -> ExportView:
+    return ExportView(spec=record.spec, status=record.status, created_at=record.created_at)
+
+
+class EmbeddedBackend(ExportBackend):
+    def __init__(
+        self,
+        settings: ApiSettings,
+        catalog: Catalog,
+        *,
+        store: StateStore | None = None,
+        storage: Storage | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or store_from_settings(settings)
+        self.events = RecordEvents()
+        self.storage = storage or storage_from_settings(settings)
+        self.runner = LocalRunner(settings, self.store, self.events, self.storage, catalog)
+        self._started = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._ensure_sample_db)
+        await self.store.open()
+        await self.runner.start()
+        self._started = True
+
+    def _ensure_sample_db(self) -> None:
+        """Create the sample database when the ``sample`` source is the embedded one."""
+        from exportd.sampledb import ensure_sample_db
+
+        source = self.settings.sources.get("sample")
+        if source is not None and source.kind == "duckdb" and source.path is not None:
+            ensure_sample_db(source.path)
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.runner.stop()
+        await self.store.close()
+        self._started = False
+
+    async def ready(self) -> bool:
+        return self._started and await self.store.ping()
+
+    async def submit(self, spec: ExportSpec) -> ExportStatus:
+        try:
+            record = await self.store.create(ExportRecord.new(spec))
+        except Conflict:
+            existing = await self.store.get(spec.id)
+            if existing is None or existing.spec != spec:
+                raise
+            return existing.status  # the same order again: nothing new to do
+        await self.runner.submit(record.id)
+        return (await self._record(record.id, record.owner)).status
+
+    async def _record(self, export_id: str, owner: str) -> ExportRecord:
+        record = await self.store.get(export_id)
+        if record is None or record.owner != owner:
+            raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
+        return record
+
+    async def get(self, export_id: str, owner: str) -> ExportView:
+        return _view(await self._record(export_id, owner))
+
+    async def list(
+        self, owner: str, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
+    ) -> ExportViewPage:
+        page = await self.store.list_for_owner(owner, limit, cursor)
+        return ExportViewPage([_view(r) for r in page.items], page.next_cursor)
+
+    async def cancel(self, export_id: str, owner: str) -> ExportView:
+        record = await self._record(export_id, owner)
+        if not record.phase.is_terminal:
+            await self.runner.cancel(export_id)
+            record = await self._record(export_id, owner)
+        if record.phase is not Phase.CANCELLED:
+            raise Conflict(
+                f"export {export_id} already finished as {record.phase}",
+                reason="AlreadyFinished",
+            )
+        return _view(record)
+
+    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.events.subscribe(export_id) as changed:
+            while True:
+                changed.clear()
+                record = await self.store.get(export_id)
+                if record is None:
+                    raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
+                remaining = deadline - loop.time()
+                if record.phase.is_terminal or remaining <= 0:
+                    return record.status
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    continue

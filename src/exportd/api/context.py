@@ -1,0 +1,100 @@
+"""What every route needs, built once by the app factory and reached through one dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from exportd.api.backends.base import ExportBackend, ExportView
+from exportd.api.models import ExportResource
+from exportd.catalog import Catalog
+from exportd.errors import FieldError, InvalidInput
+from exportd.settings import ApiSettings
+from exportd.signing import UrlSigner
+from exportd.spec import ExportRequestBody, Phase, ReturnType
+from exportd.storage.base import Storage
+
+EXPORTS_ROUTE = "/v1/exports"
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    settings: ApiSettings
+    catalog: Catalog
+    backend: ExportBackend
+    storage: Storage
+    signer: UrlSigner
+
+    def absolute(self, path: str) -> str:
+        return f"{self.settings.public_url.rstrip('/')}{path}"
+
+    def status_url(self, export_id: str) -> str:
+        return self.absolute(f"{EXPORTS_ROUTE}/{export_id}")
+
+    def download_url(self, object_key: str, file_name: str) -> tuple[str, int]:
+        """A fresh signed link (signed on every read, so it never expires while stored)."""
+        return self.storage.signed_url(
+            object_key, expires_in=self.settings.link_expiry_seconds, download_name=file_name
+        )
+
+    def check_request(self, body: ExportRequestBody) -> None:
+        """Everything that must hold before a record is created: delivery and variables."""
+        if body.return_type is ReturnType.EMAIL and not email_configured(self.settings):
+            raise InvalidInput(
+                "email delivery is not configured",
+                reason="EmailNotConfigured",
+                errors=[FieldError("returnType", "email delivery is not configured")],
+            )
+        self.catalog.bind(body.type, dict(body.variables))
+
+    def resource(self, view: ExportView) -> ExportResource:
+        spec, status = view.spec, view.status
+        url = expires_at = None
+        if (
+            status.phase is Phase.SUCCEEDED
+            and status.object_key
+            and spec.return_type is ReturnType.URL
+        ):
+            url, expires = self.download_url(status.object_key, spec.file_name)
+            expires_at = _from_epoch(expires)
+        return ExportResource(
+            id=spec.id,
+            type=spec.type,
+            format=spec.format,
+            file_name=spec.file_name,
+            return_type=spec.return_type,
+            variables=dict(spec.variables),
+            phase=status.phase,
+            queue_position=status.queue_position,
+            rows=status.rows,
+            bytes=status.bytes,
+            sha256=status.sha256,
+            attempts=status.attempts,
+            url=url,
+            expires_at=expires_at,
+            requested_at=spec.requested_at,
+            started_at=status.started_at,
+            completed_at=status.completed_at,
+            error=status.error,
+            status_url=self.status_url(spec.id),
+        )
+
+
+def email_configured(settings: ApiSettings) -> bool:
+    """Email delivery exists once SMTP settings do; until then no request may ask for it."""
+    return getattr(settings, "smtp_host", None) is not None
+
+
+def _from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.exportd
+    return context
+
+
+ContextDep = Annotated[ApiContext, Depends(get_context)]

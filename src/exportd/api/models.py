@@ -1,0 +1,96 @@
+"""Response bodies of the HTTP API (request bodies are :mod:`exportd.spec` models).
+
+The seed responses of ``POST /export`` are exact: ``{"status":"success","url":...}``,
+``{"status":"success","message":...}``, or ``{"status":"accepted","id":...,"statusUrl":...}``;
+no other field may appear in them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from exportd.spec import (
+    CamelModel,
+    ExportErrorInfo,
+    ExportFormat,
+    Phase,
+    ReturnType,
+    VariableValue,
+)
+
+EMAIL_SENT_MESSAGE = "The file has been sent to the provided email."
+
+
+class SyncUrlResponse(CamelModel):
+    status: Literal["success"] = "success"
+    url: str
+
+
+class SyncEmailResponse(CamelModel):
+    status: Literal["success"] = "success"
+    message: str = EMAIL_SENT_MESSAGE
+
+
+class AcceptedResponse(CamelModel):
+    status: Literal["accepted"] = "accepted"
+    id: str
+    status_url: str
+
+
+class ExportResource(CamelModel):
+    """One export as ``/v1/exports`` shows it: the order, its phase, and a fresh link."""
+
+    id: str
+    type: str
+    format: ExportFormat
+    file_name: str
+    return_type: ReturnType
+    variables: dict[str, VariableValue]
+    phase: Phase
+    queue_position: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    url: str | None = None
+    expires_at: datetime | None = None
+    requested_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: ExportErrorInfo | None = None
+    status_url: str
+
+
+class ExportList(CamelModel):
+    items: list[ExportResource]
+    next_cursor: str | None = None
+
+
+class ExportTypeList(CamelModel):
+    items: list[dict[str, Any]]
+
+
+class FieldProblem(CamelModel):
+    field: str
+    pointer: str
+    message: str
+
+
+class Problem(CamelModel):
+    """RFC 9457 problem details, with ``reason`` and, for 422, the fields at fault."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    reason: str | None = None
+    errors: list[FieldProblem] = Field(default_factory=list)
+    export_id: str | None = None
+
+
+class Health(CamelModel):
+    status: str

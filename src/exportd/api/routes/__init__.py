@@ -1,0 +1,1 @@
+"""HTTP routes, one module per concern; the app factory includes them all."""

@@ -1,0 +1,270 @@
+"""The ``exportd`` command: ``serve`` the API, ``run`` one export here and now, mint a ``token``.
+
+``serve`` is embedded mode on one machine (SQLite, local exporter processes, the DuckDB sample
+database). ``run`` needs no server: it runs the exporter in this process and copies the file to
+``-o``. ``token`` signs a development JWT with the same secret ``serve`` verifies with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from exportd import __version__
+from exportd.catalog import Catalog, VariableKind
+from exportd.errors import ExitCode, ExportdError, FieldError, InvalidInput
+from exportd.settings import ApiSettings, ExporterSettings
+from exportd.spec import ExportFormat, ExportSpec, VariableValue, new_export_id, utc_now
+
+DEV_SUBJECT = "dev"
+QUICKSTART_TTL = 24 * 3600
+SEED_REQUEST = {
+    "type": "userExport",
+    "returnType": "url",
+    "fileName": "myexport.xlsx",
+    "variables": {"x": 1, "y": 2},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exportd", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"exportd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API in embedded mode")
+    serve.add_argument("--host", help="listen address (default: settings host)")
+    serve.add_argument("--port", type=int, help="listen port (default: settings port)")
+    serve.add_argument(
+        "--print-quickstart", action="store_true", help="print a dev token and a curl line"
+    )
+
+    run = commands.add_parser("run", help="run one export in this process")
+    run.add_argument("type", help="export type name from the catalog")
+    run.add_argument(
+        "-v", "--var", action="append", default=[], metavar="NAME=VALUE", help="a variable"
+    )
+    run.add_argument("-o", "--output", type=Path, help="output file (.xlsx or .csv)")
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("--sub", required=True, help="the subject (user) the token names")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--scope", action="append", default=[], help="a scope to grant")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "run":
+            return run(args, sys.stdout, sys.stderr)
+        return token(args, sys.stdout)
+    except ExportdError as exc:
+        _print_error(exc, sys.stderr)
+        return int(exc.exit_code)
+
+
+def _print_error(exc: ExportdError, stream: IO[str]) -> None:
+    print(f"exportd: {exc.message}", file=stream)
+    for error in getattr(exc, "errors", []):
+        print(f"  {error.field}: {error.message}", file=stream)
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from exportd.api import create_app
+
+    overrides: dict[str, Any] = {k: v for k in ("host", "port") if (v := getattr(args, k))}
+    settings = ApiSettings(**overrides)
+    if "public_url" not in settings.model_fields_set:
+        settings.public_url = f"http://{settings.host}:{settings.port}"
+    if args.print_quickstart:
+        print(quickstart(settings), flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.cancel_grace_seconds) + 5,
+    )
+    return 0
+
+
+def quickstart(settings: ApiSettings) -> str:
+    from exportd.tokens import mint_token
+
+    dev_token = mint_token(
+        DEV_SUBJECT,
+        settings.secret("jwt_secret"),
+        QUICKSTART_TTL,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+    base = settings.public_url.rstrip("/")
+    request = (
+        f"curl -sS -X POST {base}/export -H 'Authorization: Bearer {dev_token}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(SEED_REQUEST))}"
+    )
+    pick_url = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"url\"])'"
+    return "\n".join(
+        [
+            f"exportd {__version__} on {base} (data in {settings.data_dir})",
+            "",
+            f"A development token for {DEV_SUBJECT!r}, valid 24 h:",
+            f"  {dev_token}",
+            "",
+            "Export myexport.xlsx (users of tiers 1-2) with:",
+            f'  curl -sS -o myexport.xlsx "$({request} | {pick_url})"',
+            "",
+        ]
+    )
+
+
+# -- token ----------------------------------------------------------------------------------
+
+
+def token(args: argparse.Namespace, out: IO[str]) -> int:
+    from exportd.tokens import mint_token
+
+    settings = ApiSettings()
+    algorithm = settings.jwt_algorithms[0]
+    if not algorithm.startswith("HS"):
+        raise InvalidInput(f"cannot mint {algorithm} tokens: only a shared secret (HS*) can")
+    print(
+        mint_token(
+            args.sub,
+            settings.secret("jwt_secret"),
+            args.ttl,
+            algorithm=algorithm,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            scopes=args.scope,
+        ),
+        file=out,
+    )
+    return 0
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from exportd.exporter.run import run_export
+    from exportd.storage.base import storage_from_settings
+
+    settings = ExporterSettings()
+    catalog = Catalog.load(settings.resolved_catalog_path)
+    output: Path = (args.output or Path(f"{args.type}.xlsx")).absolute()
+    spec = ExportSpec(
+        id=new_export_id(),
+        type=args.type,
+        format=_format_of(output),
+        file_name=output.name,
+        variables=parse_variables(catalog, args.type, args.var),
+        requested_by="cli",
+        requested_at=utc_now(),
+    )
+    catalog.bind(spec.type, dict(spec.variables))
+    progress = ProgressLine(err) if err.isatty() else None
+    cancel = threading.Event()
+    try:
+        result = run_export(spec, settings, on_progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nexportd: cancelled", file=err)
+        return int(ExitCode.TRANSIENT)
+    finally:
+        if progress is not None:
+            progress.close()
+    storage = storage_from_settings(settings)
+    _copy_out(storage.open_read(result.object_key), output)
+    storage.delete(result.object_key)  # the output file is the product; keep no second copy
+    print(f"{result.rows_written} rows, {result.bytes} bytes", file=err)
+    print(output, file=out)
+    return 0
+
+
+def _format_of(output: Path) -> ExportFormat:
+    try:
+        return ExportFormat(output.suffix.lower().lstrip("."))
+    except ValueError:
+        raise InvalidInput(
+            "the output file must end in .xlsx or .csv",
+            errors=[FieldError("output", "must end in .xlsx or .csv")],
+        ) from None
+
+
+def parse_variables(catalog: Catalog, type_name: str, pairs: list[str]) -> dict[str, VariableValue]:
+    """``NAME=VALUE`` pairs, each value typed by the catalog's schema of that variable."""
+    schema = catalog.get(type_name).variables
+    variables: dict[str, VariableValue] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise InvalidInput(
+                f"variable {pair!r} is not NAME=VALUE", errors=[FieldError("var", pair)]
+            )
+        kind = schema[name].type if name in schema else VariableKind.STRING
+        variables[name] = _typed(kind, text, name)
+    return variables
+
+
+def _typed(kind: VariableKind, text: str, name: str) -> VariableValue:
+    try:
+        if kind is VariableKind.INTEGER:
+            return int(text)
+        if kind is VariableKind.NUMBER:
+            return float(text)
+        if kind is VariableKind.BOOLEAN:
+            return {"true": True, "false": False}[text.lower()]
+    except (ValueError, KeyError):
+        raise InvalidInput(
+            f"variable {name}: {text!r} is not a {kind}",
+            errors=[FieldError(f"variables.{name}", f"not a {kind}")],
+        ) from None
+    return text
+
+
+def _copy_out(chunks: Any, output: Path) -> None:
+    """Write the stored file to ``output`` under a temporary name, then rename it in place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.part")
+    with partial.open("wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    partial.replace(output)
+
+
+class ProgressLine:
+    """Rows so far and the rate, redrawn in place on a terminal (the total is not known)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def __call__(self, rows: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.stream.write(
+            f"\r  {rows:>12,} rows  {rows / elapsed:>10,.0f} rows/s  {elapsed:6.1f} s"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

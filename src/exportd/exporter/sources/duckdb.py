@@ -1,0 +1,114 @@
+"""DuckDB source: the embedded sample database (and any DuckDB file) read safely as Arrow.
+
+The file is opened read-only with external access disabled, extension auto-install/auto-load off,
+a private extension directory, and the configuration locked, so a catalog query can neither read
+other files nor switch those protections back on. Rows stream out of DuckDB as Arrow batches; the
+whole result never sits in memory. A timer thread enforces the statement timeout by interrupting
+the connection, which is also how ``cancel`` reaches the running query.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.settings import SourceConfig
+from exportd.sqlparams import to_dollar
+
+EXTENSION_DIRECTORY = Path(tempfile.gettempdir()) / "exportd-duckdb-extensions"
+
+
+def hardened_config() -> dict[str, Any]:
+    """Connection options; ``lock_configuration`` comes last so it freezes the others."""
+    return {
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "extension_directory": str(EXTENSION_DIRECTORY),
+        "lock_configuration": True,
+    }
+
+
+class DuckDBSource(Source):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._con = _connect_read_only(path)
+        self._cancelled = threading.Event()
+        self._timed_out = threading.Event()
+
+    @classmethod
+    def from_config(cls, config: SourceConfig) -> DuckDBSource:
+        if config.path is None:
+            raise PermanentFailure("DuckDB source has no path configured", reason="SourceConfig")
+        return cls(config.path)
+
+    def stream(
+        self, sql: str, params: Mapping[str, Any], options: QueryOptions
+    ) -> Iterator[pa.RecordBatch]:
+        timer = threading.Timer(options.statement_timeout_seconds, self._on_timeout)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield from self._run(sql, params, options.batch_rows)
+        finally:
+            timer.cancel()
+
+    def _run(
+        self, sql: str, params: Mapping[str, Any], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        try:
+            self._con.execute(to_dollar(sql), dict(params))
+            reader = self._con.to_arrow_reader(batch_rows)
+            schema_sent = False
+            for batch in reader:
+                schema_sent = True
+                yield batch
+            if not schema_sent:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise self._translate(exc) from exc
+
+    def _on_timeout(self) -> None:
+        self._timed_out.set()
+        self._con.interrupt()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._con.interrupt()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _translate(self, exc: Exception) -> ExportdError:
+        if self._cancelled.is_set():
+            return Cancelled("the export was cancelled")
+        if self._timed_out.is_set():
+            return PermanentFailure(
+                "the query ran longer than its statement timeout", reason="StatementTimeout"
+            )
+        if isinstance(exc, duckdb.IOException):
+            return TransientFailure(f"DuckDB I/O error: {exc}", reason="SourceUnavailable")
+        return PermanentFailure(f"query failed: {exc}", reason="QueryError")
+
+
+def _connect_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    EXTENSION_DIRECTORY.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path), read_only=True, config=hardened_config())
+    except duckdb.IOException as exc:
+        # Missing (not created yet) or locked by a writer: both may clear up on a retry.
+        raise TransientFailure(
+            f"cannot open DuckDB database {path}: {exc}", reason="SourceUnavailable"
+        ) from exc
+    except duckdb.Error as exc:
+        raise PermanentFailure(
+            f"cannot open DuckDB database {path}: {exc}", reason="SourceConfig"
+        ) from exc

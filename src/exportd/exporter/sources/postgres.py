@@ -1,0 +1,260 @@
+"""PostgreSQL source (psycopg 3): a read-only transaction streamed through a server-side cursor.
+
+Why a named cursor: ``DECLARE ... CURSOR`` keeps the result on the server and ``FETCH`` brings
+``batch_rows`` rows at a time, so memory stays flat however large the export, and parameters
+are bound by the server (never formatted into the SQL text). Each batch is transposed to columns
+and converted by Arrow in one call per column.
+
+Session: ``BEGIN READ ONLY``; ``statement_timeout`` and ``TimeZone = UTC`` set locally to the
+transaction. The statement timeout bounds each round trip to the server (the ``DECLARE`` and each
+``FETCH``), which is where a slow query spends its time; the whole export is bounded by the
+export's own ``timeout_seconds``.
+
+Type mapping (result column type -> Arrow):
+
+=========================================  ================================================
+PostgreSQL                                 Arrow
+=========================================  ================================================
+boolean                                    bool
+smallint / integer / bigint                int16 / int32 / int64
+oid                                        int64
+real / double precision                    float32 / float64
+numeric(p, s), p <= 38                     decimal128(p, s)
+numeric without precision, or p > 38       decimal128(38, 10), extra decimals rounded
+                                           half-even; NaN, Infinity, > 28 integer digits
+                                           fail with reason ``UnsupportedValue``
+text / varchar / char(n) / name / "char"   string
+bytea                                      binary
+date                                       date32 (infinity, years > 9999 or BC fail)
+time                                       time64[us]
+timestamp                                  timestamp[us] (naive, as stored)
+timestamptz                                timestamp[us, tz=UTC] (the exact instant)
+anything else (json, jsonb, uuid,          string: PostgreSQL's own text form
+interval, arrays, enums, inet, timetz...)
+=========================================  ================================================
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import TextLoader
+
+from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.exporter.sources.arrowtypes import (
+    ColumnPlan,
+    decimal_from_objects,
+    decimal_type,
+    empty_batch,
+    plan,
+    rows_to_batch,
+    text_of_anything,
+)
+from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.settings import SourceConfig
+from exportd.sqlparams import to_pyformat
+
+NUMERIC_OID = 1700
+NATIVE_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    17: pa.binary(),
+    18: pa.string(),
+    19: pa.string(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    25: pa.string(),
+    26: pa.int64(),
+    700: pa.float32(),
+    701: pa.float64(),
+    705: pa.string(),
+    1042: pa.string(),
+    1043: pa.string(),
+    1082: pa.date32(),
+    1083: pa.time64("us"),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+}
+CONNECT_TIMEOUT_SECONDS = 10
+APPLICATION_NAME = "exportd"
+# SQLSTATE classes a retry may get past: connection, resources, operator intervention,
+# system errors, transaction rollback (serialization failure, deadlock).
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "58", "40")
+
+
+class PostgresSource(Source):
+    """One psycopg connection; one streamed query at a time."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._conn = connection
+        self._cancel_requested = False
+
+    @classmethod
+    def from_config(cls, config: SourceConfig) -> PostgresSource:
+        return cls(connect(config))
+
+    def stream(
+        self, sql: str, params: Mapping[str, Any], options: QueryOptions
+    ) -> Iterator[pa.RecordBatch]:
+        self._raise_if_cancelled()
+        cursor: psycopg.ServerCursor[Any] | None = None
+        try:
+            self._begin(options)
+            cursor = self._conn.cursor(name=f"exportd_{secrets.token_hex(6)}")
+            cursor.execute(to_pyformat(sql), dict(params))
+            yield from self._batches(cursor, options)
+        except psycopg.Error as exc:
+            raise self._query_failure(exc, options) from exc
+        finally:
+            self._end(cursor)
+
+    def cancel(self) -> None:
+        """Send a PostgreSQL cancel request (libpq's PQcancel, safe from signal handlers)."""
+        self._cancel_requested = True
+        try:
+            self._conn.cancel()
+        except psycopg.Error:
+            pass  # nothing running or the connection is gone: nothing left to cancel
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _begin(self, options: QueryOptions) -> None:
+        timeout = f"{options.statement_timeout_seconds * 1000}ms"
+        self._conn.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('TimeZone', 'UTC', true)",
+            [timeout],
+        )
+
+    def _batches(
+        self, cursor: psycopg.ServerCursor[Any], options: QueryOptions
+    ) -> Iterator[pa.RecordBatch]:
+        plans = [column_plan(column) for column in cursor.description or []]
+        sent_any = False
+        while True:
+            self._raise_if_cancelled()
+            rows = cursor.fetchmany(options.batch_rows)
+            if not rows:
+                break
+            sent_any = True
+            yield rows_to_batch(rows, plans)
+        if not sent_any:
+            yield empty_batch(plans)
+
+    def _end(self, cursor: psycopg.ServerCursor[Any] | None) -> None:
+        """Close the cursor and end the transaction; a broken connection needs neither."""
+        if self._conn.closed or self._conn.broken:
+            return
+        try:
+            if cursor is not None and self._conn.info.transaction_status is not _IN_ERROR:
+                cursor.close()
+            self._conn.rollback()
+        except psycopg.Error:
+            self._conn.close()
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancel_requested:
+            raise Cancelled("the export was cancelled; its query was cancelled on the server")
+
+    def _query_failure(self, exc: psycopg.Error, options: QueryOptions) -> ExportdError:
+        if self._cancel_requested:
+            return Cancelled("the export was cancelled; its query was cancelled on the server")
+        if isinstance(exc, pg_errors.QueryCanceled):
+            if "statement timeout" in (exc.diag.message_primary or ""):
+                return PermanentFailure(
+                    f"the query ran longer than its statement timeout of "
+                    f"{options.statement_timeout_seconds} s and was cancelled on the server",
+                    reason="StatementTimeout",
+                )
+            return TransientFailure(
+                f"PostgreSQL cancelled the query: {describe(exc)}", reason="QueryCancelled"
+            )
+        return classify(exc)
+
+
+_IN_ERROR = psycopg.pq.TransactionStatus.INERROR
+
+
+def connect(config: SourceConfig) -> psycopg.Connection[Any]:
+    """Open the configured database: DSN from settings, password from the secret merged in."""
+    kwargs = connection_arguments(config)
+    try:
+        connection = psycopg.connect(**kwargs)
+    except psycopg.Error as exc:
+        raise classify(exc) from exc
+    connection.read_only = True
+    _load_other_types_as_text(connection)
+    return connection
+
+
+def connection_arguments(config: SourceConfig) -> dict[str, Any]:
+    if config.dsn is None:
+        raise PermanentFailure("a postgres source needs a dsn", reason="SourceConfigInvalid")
+    try:
+        arguments: dict[str, Any] = conninfo_to_dict(config.dsn.get_secret_value())
+        password = config.resolved_password()
+    except (psycopg.ProgrammingError, OSError) as exc:
+        raise PermanentFailure(
+            f"postgres source configuration is unusable: {exc}", reason="SourceConfigInvalid"
+        ) from exc
+    if password is not None:
+        arguments["password"] = password
+    arguments.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+    arguments.setdefault("application_name", APPLICATION_NAME)
+    arguments["client_encoding"] = "UTF8"
+    arguments["autocommit"] = False
+    return arguments
+
+
+def _load_other_types_as_text(connection: psycopg.Connection[Any]) -> None:
+    """Every built-in type without an Arrow mapping arrives as PostgreSQL's text form, not as
+    a Python object (dict, list, UUID, timedelta) whose ``str`` would be Python's, not SQL's."""
+    for info in psycopg.postgres.types:
+        for oid in (info.oid, getattr(info, "array_oid", 0)):
+            if oid and oid not in NATIVE_TYPES and oid != NUMERIC_OID:
+                connection.adapters.register_loader(oid, TextLoader)
+
+
+def column_plan(column: psycopg.Column) -> ColumnPlan:
+    if column.type_code == NUMERIC_OID:
+        arrow_type = decimal_type(column.precision, column.scale)
+        return ColumnPlan(column.name, arrow_type, decimal_from_objects(arrow_type, column.name))
+    native = NATIVE_TYPES.get(column.type_code)
+    if native is None:
+        return ColumnPlan(column.name, pa.string(), text_of_anything())
+    return plan(column.name, native)
+
+
+def describe(exc: psycopg.Error) -> str:
+    primary = exc.diag.message_primary if exc.sqlstate else None
+    text = primary or " ".join(str(exc).split())
+    return f"{text} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else text
+
+
+def classify(exc: psycopg.Error) -> ExportdError:
+    """A psycopg error as the exporter's taxonomy: transient if a retry may help."""
+    state = exc.sqlstate or ""
+    message = f"PostgreSQL: {describe(exc)}"
+    if not state:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return TransientFailure(message, reason="SourceUnavailable")
+        if isinstance(exc, psycopg.DataError):
+            return PermanentFailure(message, reason="UnsupportedValue")
+        return PermanentFailure(message, reason="QueryFailed")
+    if state.startswith(TRANSIENT_SQLSTATE_PREFIXES):
+        return TransientFailure(message, reason="SourceUnavailable")
+    if state.startswith("28"):
+        return PermanentFailure(message, reason="SourceAuthenticationFailed")
+    if state == "3D000":
+        return PermanentFailure(message, reason="SourceDatabaseMissing")
+    if state == "42501":
+        return PermanentFailure(message, reason="PermissionDenied")
+    if state == "25006":
+        return PermanentFailure(message, reason="ReadOnlyTransaction")
+    return PermanentFailure(message, reason="QueryFailed")

@@ -1,0 +1,396 @@
+"""The local runner: embedded mode's twin of "one Kubernetes Job per export".
+
+Each export runs as its own exporter child process (:mod:`exportd.runner.child`); at most
+``max_running_exports`` at a time, the rest wait in a FIFO queue (phase Queued, ``queuePosition``
+kept current). Everything the runner knows is written to the state store first, so a restart loses
+nothing: on start, Pending and Queued records are queued again in the order they were accepted,
+and Running ones whose process is gone are retried (or failed when their attempts are used up).
+
+Retry policy, mirroring a Job's ``backoffLimit``: exit 2 or 3 is final (Failed with the
+exporter's reason); exit 75 or any other code is retried up to ``max_attempts`` with exponential
+backoff. Cancel sends SIGTERM, then SIGKILL after ``cancel_grace_seconds``, removes anything
+published at the export's key, and records Cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from exportd.catalog import Catalog
+from exportd.errors import ExitCode, InvalidInput
+from exportd.runner import child
+from exportd.settings import ApiSettings
+from exportd.spec import ExportErrorInfo, ExportStatus, Phase, utc_now
+from exportd.storage.base import Storage
+from exportd.store.base import ExportRecord, StateStore
+from exportd.store.events import RecordEvents
+
+log = logging.getLogger(__name__)
+
+ACTIVE_PHASES = (Phase.PENDING, Phase.QUEUED, Phase.RUNNING)
+WAITING_PHASES = (Phase.PENDING, Phase.QUEUED)
+BACKOFF_CAP_SECONDS = 60.0
+DEFAULT_DEADLINE_SECONDS = 600.0
+
+
+@dataclass
+class _Active:
+    """An export that holds a slot: its task, its current process, and whether to stop."""
+
+    export_id: str
+    task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    cancel_requested: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: StateStore,
+        events: RecordEvents,
+        storage: Storage,
+        catalog: Catalog,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.storage = storage
+        self.catalog = catalog
+        self.command = settings.exporter_command or child.default_command()
+        self.work_dir = settings.data_dir / "runner"
+        self._queue: deque[str] = deque()
+        self._active: dict[str, _Active] = {}
+        self._admit_lock = asyncio.Lock()
+        self._stopping = False
+        self._lock_file: IO[bytes] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._lock_data_dir()
+        await self._recover()
+        await self._admit()
+
+    async def stop(self) -> None:
+        """Stop children without charging them an attempt; their records resume next start."""
+        self._stopping = True
+        for active in list(self._active.values()):
+            active.wake.set()
+            if active.process is not None and active.process.returncode is None:
+                active.process.terminate()
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.cancel_grace_seconds)
+            for active in self._active.values():
+                if active.process is not None and active.process.returncode is None:
+                    active.process.kill()
+            if pending:
+                await asyncio.wait(pending)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _lock_data_dir(self) -> None:
+        """One runner per data directory: two would run every queued export twice."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.work_dir / "runner.lock").open("wb")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RuntimeError(
+                f"another exportd process runs exports from {self.settings.data_dir}"
+            ) from None
+        self._lock_file = handle
+
+    async def _recover(self) -> None:
+        for record in await self.store.list_by_phase(ACTIVE_PHASES):
+            if record.phase is Phase.RUNNING:
+                await self._reap_orphan(record)
+                if record.status.attempts >= self.settings.max_attempts:
+                    await self._finish(
+                        record.id,
+                        Phase.FAILED,
+                        ExportErrorInfo(
+                            reason="Interrupted",
+                            message="the API stopped while the export ran, "
+                            f"and all {self.settings.max_attempts} attempts are used up",
+                        ),
+                    )
+                    continue
+                await self._write(record.id, record.status.evolve(phase=Phase.PENDING))
+            self._queue.append(record.id)
+        log.info("runner resumed %d export(s)", len(self._queue))
+
+    async def _reap_orphan(self, record: ExportRecord) -> None:
+        """A child of a previous API still alive (its parent-death signal pending): stop it."""
+        pid = record.pid
+        if pid is None or not _is_exporter_of(pid, record.id):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(int(self.settings.cancel_grace_seconds * 10)):
+            if not _is_exporter_of(pid, record.id):
+                return
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def submit(self, export_id: str) -> None:
+        """Queue a freshly created (Pending) record and start it if a slot is free."""
+        self._queue.append(export_id)
+        await self._admit()
+
+    async def _admit(self) -> None:
+        async with self._admit_lock:
+            if self._stopping:
+                return
+            while self._queue and len(self._active) < self.settings.max_running_exports:
+                active = _Active(self._queue.popleft())
+                self._active[active.export_id] = active
+                active.task = asyncio.create_task(self._run(active))
+            await self._publish_positions()
+
+    async def _publish_positions(self) -> None:
+        for position, export_id in enumerate(self._queue, start=1):
+            record = await self.store.get(export_id)
+            if record is None or (
+                record.phase is Phase.QUEUED and record.status.queue_position == position
+            ):
+                continue
+            status = record.status.evolve(phase=Phase.QUEUED, queue_position=position)
+            await self._write(export_id, status, expected_phases=WAITING_PHASES)
+
+    def queue_position(self, export_id: str) -> int | None:
+        try:
+            return self._queue.index(export_id) + 1
+        except ValueError:
+            return None
+
+    # -- one export -------------------------------------------------------------------------
+
+    async def _run(self, active: _Active) -> None:
+        try:
+            await self._attempts(active)
+        except Exception:
+            log.exception("runner failed on export %s", active.export_id)
+            await self._finish(
+                active.export_id,
+                Phase.FAILED,
+                ExportErrorInfo(reason="RunnerError", message="the local runner failed"),
+            )
+        finally:
+            del self._active[active.export_id]
+            self.events.publish(active.export_id)
+            await self._admit()
+
+    async def _attempts(self, active: _Active) -> None:
+        export_id = active.export_id
+        while True:
+            record = await self.store.get(export_id)
+            if record is None or record.phase.is_terminal:
+                return
+            if active.cancel_requested:
+                await self._finish_cancelled(record)
+                return
+            record = await self._mark_running(record)
+            if record is None:
+                return
+            outcome = await self._attempt(active, record)
+            if active.cancel_requested:
+                await self._finish_cancelled(record)
+                return
+            if self._stopping:
+                await self._release_on_stop(record)
+                return
+            if await self._settle(record, outcome):
+                return
+            await self._backoff(active, record.status.attempts)
+
+    async def _mark_running(self, record: ExportRecord) -> ExportRecord | None:
+        status = record.status.evolve(
+            phase=Phase.RUNNING,
+            attempts=record.status.attempts + 1,
+            queue_position=None,
+            started_at=record.status.started_at or utc_now(),
+            error=None,
+        )
+        return await self._write(record.id, status, expected_phases=ACTIVE_PHASES)
+
+    async def _attempt(self, active: _Active, record: ExportRecord) -> child.ChildOutcome:
+        spec_file = child.write_spec_file(self.work_dir / "specs", record.spec)
+        log_path = self.work_dir / "logs" / f"{record.id}.{record.status.attempts}.log"
+        try:
+            process = await child.start_child(
+                self.command, spec_file, child.exporter_env(self.settings), log_path
+            )
+        except OSError as exc:
+            return child.ChildOutcome(exit_code=-1, stderr_tail=f"cannot start exporter: {exc}")
+        active.process = process
+        if active.cancel_requested:  # cancel arrived while the process was starting
+            process.terminate()
+        status = record.status
+
+        async def on_rows(rows: int) -> None:
+            nonlocal status
+            status = status.evolve(rows=rows)
+            await self._write(record.id, status, pid=process.pid, expected_phases=[Phase.RUNNING])
+
+        await self._write(record.id, status, pid=process.pid, expected_phases=[Phase.RUNNING])
+        timeout = self._deadline_of(record)
+        try:
+            return await asyncio.wait_for(child.follow_child(process, on_rows, log_path), timeout)
+        except TimeoutError:
+            await self._terminate(process)
+            return child.ChildOutcome(
+                exit_code=int(ExitCode.PERMANENT),
+                error=ExportErrorInfo(
+                    reason="DeadlineExceeded", message=f"the export ran longer than {timeout} s"
+                ),
+            )
+        finally:
+            if process.returncode is None:
+                await self._terminate(process)
+            active.process = None
+
+    def _deadline_of(self, record: ExportRecord) -> float:
+        """The export type's ``timeoutSeconds`` (a Job's activeDeadlineSeconds)."""
+        try:
+            return float(self.catalog.get(record.spec.type).timeout_seconds)
+        except InvalidInput:
+            return DEFAULT_DEADLINE_SECONDS
+
+    async def _settle(self, record: ExportRecord, outcome: child.ChildOutcome) -> bool:
+        """Record a finished attempt; ``False`` when it is to be retried."""
+        current = await self.store.get(record.id) or record
+        if outcome.succeeded and outcome.result is not None:
+            result = outcome.result
+            status = current.status.evolve(
+                phase=Phase.SUCCEEDED,
+                rows=result.rows_written,
+                bytes=result.bytes,
+                sha256=result.sha256,
+                object_key=result.object_key,
+                started_at=result.started_at,
+                completed_at=result.completed_at,
+                error=None,
+            )
+            await self._write(record.id, status, expected_phases=[Phase.RUNNING])
+            return True
+        error = outcome.error or ExportErrorInfo(
+            reason="ExporterCrashed",
+            message=f"exporter exited with code {outcome.exit_code}: {outcome.stderr_tail[-500:]}",
+        )
+        if outcome.permanent:
+            await self._finish(record.id, Phase.FAILED, error)
+            return True
+        if current.status.attempts >= self.settings.max_attempts:
+            message = f"{error.message} (gave up after {current.status.attempts} attempts)"
+            await self._finish(
+                record.id, Phase.FAILED, ExportErrorInfo(reason=error.reason, message=message)
+            )
+            return True
+        await self._write(
+            record.id, current.status.evolve(error=error), expected_phases=[Phase.RUNNING]
+        )
+        return False
+
+    async def _backoff(self, active: _Active, attempts: int) -> None:
+        delay = min(self.settings.retry_backoff_seconds * 2 ** (attempts - 1), BACKOFF_CAP_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(active.wake.wait(), delay)
+
+    async def _release_on_stop(self, record: ExportRecord) -> None:
+        """Shutdown is not the export's fault: give the attempt back and wait for next start."""
+        current = await self.store.get(record.id) or record
+        status = current.status.evolve(
+            phase=Phase.PENDING, attempts=max(0, current.status.attempts - 1)
+        )
+        await self._write(record.id, status, pid=None, expected_phases=[Phase.RUNNING])
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, export_id: str) -> None:
+        """Cancel a waiting or running export and return once it is recorded Cancelled."""
+        async with self._admit_lock:
+            if export_id in self._queue:
+                self._queue.remove(export_id)
+                record = await self.store.get(export_id)
+                if record is not None:
+                    await self._finish_cancelled(record)
+                await self._publish_positions()
+                return
+        active = self._active.get(export_id)
+        if active is None:
+            record = await self.store.get(export_id)
+            if record is not None and not record.phase.is_terminal:
+                await self._finish_cancelled(record)
+            return
+        active.cancel_requested = True
+        active.wake.set()
+        if active.process is not None and active.process.returncode is None:
+            await self._terminate(active.process)
+        if active.task is not None:
+            await asyncio.shield(active.task)
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.cancel_grace_seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def _finish_cancelled(self, record: ExportRecord) -> None:
+        """Nothing may stay published for a cancelled export, even if the child got there."""
+        await asyncio.to_thread(self.storage.delete, record.spec.object_key)
+        await self._finish(record.id, Phase.CANCELLED, None)
+
+    # -- store writes -----------------------------------------------------------------------
+
+    async def _finish(self, export_id: str, phase: Phase, error: ExportErrorInfo | None) -> None:
+        record = await self.store.get(export_id)
+        if record is None or record.phase.is_terminal:
+            return
+        status = record.status.evolve(
+            phase=phase, error=error, queue_position=None, completed_at=utc_now()
+        )
+        await self._write(export_id, status, pid=None, expected_phases=ACTIVE_PHASES)
+
+    async def _write(
+        self,
+        export_id: str,
+        status: ExportStatus,
+        *,
+        pid: int | None = None,
+        expected_phases: tuple[Phase, ...] | list[Phase] | None = None,
+    ) -> ExportRecord | None:
+        record = await self.store.update_status(
+            export_id, status, pid=pid, expected_phases=expected_phases
+        )
+        self.events.publish(export_id)
+        return record
+
+
+def _is_exporter_of(pid: int, export_id: str) -> bool:
+    """Whether ``pid`` is alive and an exporter working on ``export_id`` (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"exportd.exporter" in cmdline and f"{export_id}.json".encode() in cmdline

@@ -1,0 +1,170 @@
+"""The state store interface: export records that survive a restart of the API.
+
+Embedded mode keeps records in SQLite (:mod:`exportd.store.sqlite`); production will keep them in
+PostgreSQL behind the same interface. The interface is async so a PostgreSQL store can use an
+async driver; the SQLite store runs its short transactions in a worker thread.
+
+Writes are compare-and-set friendly: :meth:`StateStore.update_status` can require the record's
+``version`` or current phase, so two writers (a runner and a cancel request) never overwrite each
+other silently. Credits and idempotency keys (issue 7) are meant to join as further tables and
+methods of the same store, so a debit, an idempotency key and the record it creates can be
+written in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from exportd.errors import FieldError, InvalidInput
+from exportd.settings import ApiSettings
+from exportd.spec import ExportSpec, ExportStatus, Phase, utc_now
+
+LIST_LIMIT_MAX = 100
+
+
+class ExportRecord(BaseModel):
+    """One export as the store keeps it: the order, where it stands, and runner bookkeeping."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: ExportSpec
+    status: ExportStatus = Field(default_factory=ExportStatus)
+    owner: str
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    version: int = 1
+    pid: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def phase(self) -> Phase:
+        return self.status.phase
+
+    @classmethod
+    def new(cls, spec: ExportSpec, status: ExportStatus | None = None) -> ExportRecord:
+        now = utc_now()
+        return cls(
+            spec=spec,
+            status=status or ExportStatus(),
+            owner=spec.requested_by,
+            created_at=now,
+            updated_at=now,
+        )
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    items: list[ExportRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Keyset position: the last record of the previous page (newest-first order)."""
+
+    created_at: datetime
+    export_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.created_at.isoformat(), self.export_id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> PageCursor:
+        try:
+            padded = text + "=" * (-len(text) % 4)
+            created, export_id = json.loads(base64.urlsafe_b64decode(padded))
+            created_at = datetime.fromisoformat(created)
+            if created_at.tzinfo is None or not isinstance(export_id, str):
+                raise ValueError("bad cursor")
+        except (ValueError, TypeError, binascii.Error):
+            raise InvalidInput(
+                "invalid cursor", errors=[FieldError("cursor", "not a cursor from this API")]
+            ) from None
+        return cls(created_at.astimezone(UTC), export_id)
+
+    @classmethod
+    def after(cls, record: ExportRecord) -> PageCursor:
+        return cls(record.created_at, record.id)
+
+
+class StateStore(ABC):
+    """Persistent export records. Implementations must be safe to share within one event loop."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """Whether the store answers (``/readyz``)."""
+
+    @abstractmethod
+    async def create(self, record: ExportRecord) -> ExportRecord:
+        """Insert a new record; :class:`~exportd.errors.Conflict` when the id exists."""
+
+    @abstractmethod
+    async def get(self, export_id: str) -> ExportRecord | None: ...
+
+    @abstractmethod
+    async def list_for_owner(
+        self, owner: str, limit: int = 20, cursor: str | None = None
+    ) -> ExportPage:
+        """The owner's records, newest first, ``limit`` at a time after ``cursor``."""
+
+    @abstractmethod
+    async def list_by_phase(self, phases: Collection[Phase]) -> list[ExportRecord]:
+        """Records in any of ``phases``, oldest first (the order they were accepted)."""
+
+    @abstractmethod
+    async def update_status(
+        self,
+        export_id: str,
+        status: ExportStatus,
+        *,
+        pid: int | None = None,
+        expected_version: int | None = None,
+        expected_phases: Collection[Phase] | None = None,
+    ) -> ExportRecord | None:
+        """Replace the status (and pid) of a record, bumping its version.
+
+        Returns the updated record, or ``None`` when the record does not exist or no longer
+        matches ``expected_version`` / ``expected_phases`` (someone else changed it first).
+        """
+
+    async def update_many(
+        self, updates: Sequence[tuple[str, ExportStatus, int | None]]
+    ) -> list[ExportRecord | None]:
+        """Several unconditional status updates; stores may batch them in one transaction."""
+        return [await self.update_status(i, status, pid=pid) for i, status, pid in updates]
+
+
+def clamp_limit(limit: int) -> int:
+    return max(1, min(limit, LIST_LIMIT_MAX))
+
+
+def store_from_settings(settings: ApiSettings) -> StateStore:
+    """The store named by ``state_db_url`` (``sqlite:///path``), SQLite under data_dir by
+    default."""
+    from exportd.store.sqlite import SqliteStateStore
+
+    url = settings.state_db_url
+    if url is None:
+        return SqliteStateStore(settings.state_db_path)
+    if url.startswith("sqlite:///"):
+        return SqliteStateStore(url.removeprefix("sqlite:///") or settings.state_db_path)
+    raise ValueError(f"unsupported state_db_url {url.split(':', 1)[0]!r}: only sqlite:/// exists")

@@ -1,0 +1,162 @@
+"""Fixtures for API tests against a started app (in-process ASGI, real backend, real exporter
+children).
+
+``api`` is parametrized over backends through ``BACKEND_FACTORIES``: the same tests run against
+every backend registered there (the Kubernetes backend adds itself next to ``embedded``). Each
+test gets its own data directory; the sample DuckDB file is the session's shared one
+(``sample_db`` from tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI
+
+from exportd.api import create_app
+from exportd.api.backends.embedded import EmbeddedBackend
+from exportd.catalog import Catalog
+from exportd.settings import ApiSettings, SourceConfig
+from exportd.tokens import mint_token
+
+JWT_SECRET = "integration-test-secret-of-sufficient-length"
+SHIPPED_CATALOG = Path(__file__).parents[2] / "src" / "exportd" / "data" / "catalog.yaml"
+# An export that runs until stopped: it streams a practically endless range as CSV rows, so a
+# test can observe it Running (with growing progress) and cancel it or kill its API.
+ENDLESS_TYPE = {
+    "title": "Endless rows (tests only)",
+    "source": "sample",
+    "query": "SELECT range AS i, 'row ' || range AS label FROM range(:n)",
+    "variables": {"n": {"type": "integer", "required": True, "min": 1}},
+    "metadata": False,
+}
+ENDLESS_BODY = {
+    "type": "endlessRows",
+    "fileName": "endless.csv",
+    "variables": {"n": 10**12},
+}
+SEED_BODY = {
+    "type": "userExport",
+    "returnType": "url",
+    "fileName": "myexport.xlsx",
+    "variables": {"x": 1, "y": 2},
+}
+
+
+def write_test_catalog(directory: Path) -> Path:
+    """The shipped catalog plus ``endlessRows``."""
+    catalog = yaml.safe_load(SHIPPED_CATALOG.read_text(encoding="utf-8"))
+    catalog["types"]["endlessRows"] = ENDLESS_TYPE
+    path = directory / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
+    Catalog.load(path)  # fail here, not in the app, if the test catalog is wrong
+    return path
+
+
+def make_settings(data_dir: Path, sample_db: Path, **overrides: Any) -> ApiSettings:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "jwt_secret": JWT_SECRET,
+        "signing_key": "integration-test-signing-key",
+        "sources": {"sample": SourceConfig(kind="duckdb", path=sample_db)},
+        "catalog_path": write_test_catalog(data_dir),
+        "public_url": "http://testserver",
+        "sync_wait_seconds": 60,
+        "max_running_exports": 2,
+        "cancel_grace_seconds": 5,
+        "retry_backoff_seconds": 0.2,
+    }
+    values.update(overrides)
+    return ApiSettings(**values)
+
+
+def token_for(sub: str, **kwargs: Any) -> str:
+    return mint_token(sub, JWT_SECRET, **kwargs)
+
+
+def auth(sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(sub)}"}
+
+
+def count_export_records(settings: ApiSettings) -> int:
+    """Records in the embedded state store, read straight from its file."""
+    if not settings.state_db_path.exists():
+        return 0
+    with sqlite3.connect(settings.state_db_path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "exports" not in tables:
+            return 0
+        return int(conn.execute("SELECT COUNT(*) FROM exports").fetchone()[0])
+
+
+@dataclass
+class Api:
+    """A started app and a client talking to it in-process."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: ApiSettings
+    backend_kind: str
+
+    def records(self) -> int:
+        return count_export_records(self.settings)
+
+
+BackendFactory = Callable[[ApiSettings], FastAPI]
+
+
+def _embedded(settings: ApiSettings) -> FastAPI:
+    catalog = Catalog.load(settings.resolved_catalog_path)
+    return create_app(settings, backend=EmbeddedBackend(settings, catalog))
+
+
+BACKEND_FACTORIES: dict[str, BackendFactory] = {"embedded": _embedded}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=sorted(BACKEND_FACTORIES))
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, sample_db: Path) -> ApiSettings:
+    return make_settings(tmp_path / "data", sample_db)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the app's settings."""
+    return {}
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, sample_db: Path, backend_kind: str, settings_overrides: dict[str, Any]
+) -> AsyncIterator[Api]:
+    settings = make_settings(tmp_path / "data", sample_db, **settings_overrides)
+    app = BACKEND_FACTORIES[backend_kind](settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        yield Api(app, client, settings, backend_kind)
+
+
+@pytest.fixture
+def seed_body() -> Iterator[dict[str, Any]]:
+    yield dict(SEED_BODY)
