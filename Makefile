@@ -30,9 +30,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
+	VENV=$(VENV) bash scripts/lint-deploy.sh
 
 test: $(STAMP) services lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache
+
+.PHONY: docs
+# Regenerate the configuration reference in docs/operations.md from the settings classes.
+docs: $(STAMP)
+	$(PY) -m exportd.configdoc --write docs/operations.md
+
+.PHONY: sync-crd
+# Copy crds/exportrequest.yaml into the Helm chart (a test fails while they differ).
+sync-crd:
+	bash scripts/sync-crd.sh

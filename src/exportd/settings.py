@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -46,12 +54,100 @@ class SourceConfig(BaseModel):
 class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "s3", "gcs"] = "local"
     root: Path | None = None
     bucket: str | None = None
     prefix: str = ""
     endpoint_url: str | None = None
     region: str | None = None
+    access_key_id: str | None = Field(
+        None,
+        description="S3 access key id. Unset: the SDK's standard chain (env, profile, IAM role).",
+    )
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    secret_access_key_file: Path | None = Field(
+        None, description="File holding the S3 secret access key; wins over the inline value."
+    )
+    addressing_style: Literal["auto", "virtual", "path"] = Field(
+        "auto", description="S3 bucket addressing; `path` for most S3-compatible stores."
+    )
+    credentials_file: Path | None = Field(
+        None,
+        description="GCS service-account JSON (also signs links). Unset: Application Default "
+        "Credentials, signing through the IAM signBlob API.",
+    )
+    project: str | None = Field(None, description="GCS project id (Unset: from credentials).")
+    anonymous: bool = Field(
+        False,
+        description="GCS: send unauthenticated requests (emulators only); links are still "
+        "signed with `credentials_file`.",
+    )
+    multipart_threshold_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Files at least this large go up as S3 multipart / GCS resumable uploads.",
+    )
+    part_size_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=5 * 1024 * 1024 * 1024,
+        description="Size of one multipart part / resumable chunk (S3 minimum 5 MiB).",
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per storage request before it fails (backoff)."
+    )
+    timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="Connect and read timeout of one storage request."
+    )
+
+    @model_validator(mode="after")
+    def _bucket_for_cloud(self) -> StorageConfig:
+        if self.kind != "local" and not self.bucket:
+            raise ValueError(f"storage kind {self.kind} needs a bucket")
+        return self
+
+    def resolved_secret_access_key(self) -> str | None:
+        if self.secret_access_key_file is not None:
+            return self.secret_access_key_file.read_text(encoding="utf-8").rstrip("\n")
+        return self.secret_access_key.get_secret_value() if self.secret_access_key else None
+
+
+class SmtpConfig(BaseModel):
+    """Outgoing mail for ``returnType: email``; TLS is mandatory (STARTTLS or implicit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = Field(None, description="SMTP server. Unset: e-mail delivery is off.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS).")
+    mode: Literal["starttls", "tls"] = Field(
+        "starttls",
+        description="`starttls`: upgrade after EHLO, refused if the server does not offer it "
+        "(no plaintext fallback); `tls`: implicit TLS from the first byte.",
+    )
+    username: str | None = Field(None, description="SMTP login (sent only after TLS).")
+    password: SecretStr | None = Field(None, description="SMTP password.")
+    password_file: Path | None = Field(
+        None, description="File holding the SMTP password; wins over the inline value."
+    )
+    sender: EmailStr | None = Field(None, description="From address of export e-mails.")
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for the SMTP server. Unset: system CAs."
+    )
+    timeout_seconds: float = Field(30.0, gt=0, le=300, description="SMTP socket timeout.")
+    max_attempts: int = Field(
+        4, ge=1, le=10, description="Attempts on transient SMTP errors (exponential backoff)."
+    )
+    attachment_limit_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        description="Largest whole message (base64 included) sent with the file attached; "
+        "larger exports are e-mailed as a link.",
+    )
+
+    def resolved_password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\n")
+        return self.password.get_secret_value() if self.password else None
 
 
 class FileSecretsSource(PydanticBaseSettingsSource):
@@ -86,6 +182,7 @@ class CommonSettings(BaseSettings):
     catalog_path: Path | None = None
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     signing_key: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8000"
     link_expiry_seconds: int = Field(24 * 3600, ge=60)

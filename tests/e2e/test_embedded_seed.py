@@ -94,9 +94,7 @@ def test_seed_request_as_csv(server: Server, sample_db: Path) -> None:
     assert completed >= requested
 
     reader = csv.DictReader(io.StringIO("\n".join(lines[1:-1])))
-    got = [
-        (int(r["id"]), r["name"], r["email"], int(r["tier"]), r["country"]) for r in reader
-    ]
+    got = [(int(r["id"]), r["name"], r["email"], int(r["tier"]), r["country"]) for r in reader]
     assert got == expected_rows(sample_db)
 
 

@@ -37,6 +37,15 @@ ENDLESS_TYPE = {
     "variables": {"n": {"type": "integer", "required": True, "min": 1}},
     "metadata": False,
 }
+# Fails for good: the query names a table that does not exist (exit 3, not retried).
+BROKEN_TYPE = {"source": "sample", "query": "SELECT * FROM no_such_table", "variables": {}}
+# Fails transiently: its DuckDB file does not exist (exit 75, retried up to max_attempts).
+MISSING_SOURCE_TYPE = {"source": "missing", "query": "SELECT 1 AS one", "variables": {}}
+MENU_BODY = {
+    "type": "menuCategoriesByMuscle",
+    "fileName": "menus.csv",
+    "variables": {"a": "muscle1", "b": "muscle2"},
+}
 ENDLESS_BODY = {
     "type": "endlessRows",
     "fileName": "endless.csv",
@@ -51,9 +60,11 @@ SEED_BODY = {
 
 
 def write_test_catalog(directory: Path) -> Path:
-    """The shipped catalog plus ``endlessRows``."""
+    """The shipped catalog plus the test-only types above."""
     catalog = yaml.safe_load(SHIPPED_CATALOG.read_text(encoding="utf-8"))
     catalog["types"]["endlessRows"] = ENDLESS_TYPE
+    catalog["types"]["brokenQuery"] = BROKEN_TYPE
+    catalog["types"]["missingSource"] = MISSING_SOURCE_TYPE
     path = directory / "catalog.yaml"
     path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
     Catalog.load(path)  # fail here, not in the app, if the test catalog is wrong
@@ -66,7 +77,10 @@ def make_settings(data_dir: Path, sample_db: Path, **overrides: Any) -> ApiSetti
         "data_dir": data_dir,
         "jwt_secret": JWT_SECRET,
         "signing_key": "integration-test-signing-key",
-        "sources": {"sample": SourceConfig(kind="duckdb", path=sample_db)},
+        "sources": {
+            "sample": SourceConfig(kind="duckdb", path=sample_db),
+            "missing": SourceConfig(kind="duckdb", path=data_dir / "absent" / "none.duckdb"),
+        },
         "catalog_path": write_test_catalog(data_dir),
         "public_url": "http://testserver",
         "sync_wait_seconds": 60,
@@ -160,3 +174,26 @@ async def api(
 @pytest.fixture
 def seed_body() -> Iterator[dict[str, Any]]:
     yield dict(SEED_BODY)
+
+
+async def wait_for(
+    api: Api,
+    export_id: str,
+    holds: Callable[[dict[str, Any]], bool],
+    *,
+    owner: str = "alice",
+    deadline_seconds: float = 120,
+) -> dict[str, Any]:
+    """Re-read the export until ``holds`` is true of it; fail (not hang) past a generous bound."""
+    import asyncio
+    import time
+
+    give_up = time.monotonic() + deadline_seconds
+    while True:
+        response = await api.client.get(f"/v1/exports/{export_id}", headers=auth(owner))
+        shown: dict[str, Any] = response.json()
+        if holds(shown):
+            return shown
+        if shown.get("phase") in {"Succeeded", "Failed", "Cancelled"} or time.monotonic() > give_up:
+            raise AssertionError(f"export {export_id} never reached the expected state: {shown}")
+        await asyncio.sleep(0.1)

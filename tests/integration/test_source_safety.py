@@ -228,13 +228,17 @@ class ServerProbe:
 
     def slow_stream_query(self) -> str:
         """Many rows, each costing 10 ms on the server: the query is still producing when
-        the test cancels it."""
+        the test cancels it. Rows are padded so MariaDB's 16 kB network buffer fills (and
+        the first rows leave the server) after a few rows, not after 5 seconds."""
         if self.kind == "postgres":
             return (
                 f"SELECT g, pg_sleep(0.01) AS s, '{self.marker}' AS marker "
                 "FROM generate_series(1, 100000) AS g"
             )
-        return f"SELECT seq, SLEEP(0.01) AS s, '{self.marker}' AS marker FROM seq_1_to_100000"
+        return (
+            f"SELECT seq, SLEEP(0.01) AS s, '{self.marker}' AS marker, "
+            "REPEAT('x', 2000) AS padding FROM seq_1_to_100000"
+        )
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
@@ -279,6 +283,36 @@ def test_cancel_from_another_thread_stops_a_streaming_query_on_the_server(kind: 
         wait_until(lambda: probe.running() == [], "the cancelled query is gone")
     finally:
         source.cancel()
+        consumer.join()
+        source.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_cancel_interrupts_one_long_statement_on_the_server(kind: str) -> None:
+    """A single 60 s statement (no batch boundary where the client could stop by itself) is
+    interrupted by ``source.cancel()`` from another thread: the server cancels it, so the
+    stream ends with Cancelled long before the 60 s are up, and the server runs nothing."""
+    probe = ServerProbe(kind)
+    outcome: list[BaseException | None] = []
+    source = open_source(probe.config)
+
+    def consume() -> None:
+        try:
+            list(source.stream(probe.sleep_query(60), {}, QueryOptions()))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        wait_until(lambda: probe.running() != [], "the long statement runs on the server")
+        source.cancel()
+        consumer.join(SERVER_DEADLINE_SECONDS)
+        assert not consumer.is_alive(), "the statement was not interrupted by cancel()"
+        assert isinstance(outcome[0], Cancelled)
+        wait_until(lambda: probe.running() == [], "the cancelled statement is gone")
+    finally:
         consumer.join()
         source.close()
 

@@ -34,8 +34,8 @@ import json
 import random
 import string
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
@@ -51,6 +51,7 @@ MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-pa
 BOOKMARK_SECONDS_DEFAULT = 5.0
 
 Key = tuple[kmock.resource, str | None, str]
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -97,6 +98,7 @@ class ApiServer(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
     _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
+    _columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -108,9 +110,12 @@ class ApiServer(kmock.KubernetesEmulator):
             info = self._info(resource)
             if request.action is kmock_enums.action.WATCH:
                 return await self._watch(request, info)
+            result = await self._serve_object_request(request, info)
+            columns = self._columns.get(str(resource))
+            if columns is not None and "as=Table" in request.headers.get("Accept", ""):
+                result = as_table(result, columns)
             return aiohttp.web.json_response(
-                await self._serve_object_request(request, info),
-                status=201 if request.action is kmock_enums.action.CREATE else 200,
+                result, status=201 if request.action is kmock_enums.action.CREATE else 200
             )
         except ApiError as exc:
             return exc.response()
@@ -142,6 +147,15 @@ class ApiServer(kmock.KubernetesEmulator):
         if method is kmock_enums.method.PUT and request.name is not None:
             return await self._replace(request, info)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    async def _serve_version(self, request: kmock.Request) -> dict[str, Any]:
+        """kmock lists a subresource with its parent's verbs and short names, which makes kubectl
+        warn that ``exr`` is ambiguous; the apiserver lists it with neither."""
+        listing: dict[str, Any] = await super()._serve_version(request)
+        for entry in listing["resources"]:
+            if "/" in entry["name"]:
+                entry.update(shortNames=[], categories=[], verbs=["get", "patch", "update"])
+        return listing
 
     # ---- storage ---------------------------------------------------------------------------
 
@@ -436,6 +450,7 @@ class ApiServer(kmock.KubernetesEmulator):
             if not version.get("served", True):
                 continue
             key = f"{spec['group']}/{version['name']}/{names['plural']}"
+            self._columns[str(kmock.resource(key))] = version.get("additionalPrinterColumns") or []
             self.resources[key] = kmock.ResourceInfo(
                 kind=names.get("kind"),
                 singular=names.get("singular"),
@@ -447,6 +462,11 @@ class ApiServer(kmock.KubernetesEmulator):
             )
 
     # ---- test conveniences -----------------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], T], timeout: float) -> T:
+        """Re-check ``predicate`` after every write until it is truthy (TimeoutError if not)."""
+        async with self._changed:
+            return await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
 
     def current(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object as a GET would return it now, or None (for assertions)."""
@@ -466,3 +486,54 @@ class ApiServer(kmock.KubernetesEmulator):
         if key not in self.objects:
             return []
         return [dict(version) for version in self.objects[key].history if version is not None]
+
+
+# ---- server-side printing (kubectl get) --------------------------------------------------------
+
+
+def _path_value(obj: Mapping[str, Any], json_path: str) -> Any:
+    value: Any = obj
+    for part in json_path.strip(".").split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _age(stamp: str | None) -> str | None:
+    if not stamp:
+        return None
+    then = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
+    for unit, size, below in (("s", 1, 120), ("m", 60, 180), ("h", 3600, 48 * 3600)):
+        if seconds < below:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
+
+
+def as_table(result: Mapping[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """A list or an object as the apiserver's Table, with the CRD's printer columns."""
+    items = result["items"] if "items" in result else [result]
+    definitions = [{"name": "Name", "type": "string", "format": "name", "priority": 0}]
+    definitions += [
+        {
+            "name": column["name"],
+            "type": column["type"],
+            "format": column.get("format", ""),
+            "description": column.get("description", ""),
+            "priority": column.get("priority", 0),
+        }
+        for column in columns
+    ]
+    rows = []
+    for item in items:
+        cells: list[Any] = [item["metadata"]["name"]]
+        for column in columns:
+            value = _path_value(item, column["jsonPath"])
+            cells.append(_age(value) if column["type"] == "date" else value)
+        rows.append({"cells": cells, "object": {"metadata": item["metadata"]}})
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": (result.get("metadata") or {}).get("resourceVersion")},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    }

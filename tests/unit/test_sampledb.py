@@ -47,7 +47,9 @@ def test_users_columns_have_the_documented_types(con: duckdb.DuckDBPyConnection)
         "active": "BOOLEAN",
         "notes": "VARCHAR",
     }
-    assert con.sql("SELECT count(DISTINCT country), max(length(country)) FROM users").fetchone() == (
+    assert con.sql(
+        "SELECT count(DISTINCT country), max(length(country)) FROM users"
+    ).fetchone() == (
         10,
         2,
     )

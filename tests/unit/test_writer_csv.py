@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from tests.conftest import HOSTILE_FORMULA
 
 from exportd.exporter.writers.base import ExportMetadata
 from exportd.exporter.writers.csv import CsvWriter
-from tests.conftest import HOSTILE_FORMULA
 
 REQUESTED_AT = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 COMPLETED_AT = REQUESTED_AT + timedelta(seconds=5, microseconds=250)

@@ -10,11 +10,11 @@ import openpyxl
 import pyarrow as pa
 import pytest
 from openpyxl.worksheet.worksheet import Worksheet
+from tests.conftest import HOSTILE_FORMULA
 
 from exportd.exporter.cells import EXCEL_MAX_TEXT, TRUNCATION_MARK
 from exportd.exporter.writers.base import ExportMetadata
 from exportd.exporter.writers.xlsx import DATA_SHEET, METADATA_SHEET, XlsxWriter
-from tests.conftest import HOSTILE_FORMULA
 
 REQUESTED_AT = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 

@@ -54,6 +54,3 @@ INSERT INTO muscle_menus VALUES
     (5, 1), (5, 2), (6, 3),
     (7, 2), (8, 3);
 
--- exportd reads with a role that can only SELECT: a catalog query cannot change data.
-CREATE ROLE exportd_reader LOGIN PASSWORD 'exportd-reader-dev';
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO exportd_reader;

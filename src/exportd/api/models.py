@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
-
 from exportd.spec import (
     CamelModel,
     ExportErrorInfo,
@@ -88,7 +86,7 @@ class Problem(CamelModel):
     detail: str | None = None
     instance: str | None = None
     reason: str | None = None
-    errors: list[FieldProblem] = Field(default_factory=list)
+    errors: list[FieldProblem] | None = None
     export_id: str | None = None
 
 

@@ -55,7 +55,7 @@ def problem_response(
         detail=detail,
         instance=instance,
         reason=reason,
-        errors=[_field_problem(e) for e in errors],
+        errors=[_field_problem(e) for e in errors] or None,
         export_id=export_id,
     )
     return ProblemResponse(problem.to_json_dict(), status_code=status, headers=headers)

@@ -23,6 +23,7 @@ from typing import IO, NoReturn
 from pydantic import ValidationError
 
 from exportd.errors import ExitCode, ExportdError, InvalidInput, PermanentFailure
+from exportd.exporter.report_kubernetes import select_reporter
 from exportd.exporter.reporting import Reporter, StdoutReporter, ThrottledProgress
 from exportd.exporter.run import run_export
 from exportd.settings import ExporterSettings
@@ -93,6 +94,7 @@ def main(
         reporter.error(exc)
         return exc.exit_code
     logging.getLogger().setLevel(settings.log_level.upper())
+    reporter = select_reporter(settings, reporter)  # EXPORTD_REPORTER: stdout or kubernetes
     reporter.started(spec.id)
     return run_reported(spec, settings, reporter)
 

@@ -206,6 +206,9 @@ class LocalRunner:
             if active.cancel_requested:
                 await self._finish_cancelled(record)
                 return
+            if self._stopping:  # stopped during a retry backoff: the failed attempt counts
+                await self._release_on_stop(record, refund=False)
+                return
             record = await self._mark_running(record)
             if record is None:
                 return
@@ -214,7 +217,7 @@ class LocalRunner:
                 await self._finish_cancelled(record)
                 return
             if self._stopping:
-                await self._release_on_stop(record)
+                await self._release_on_stop(record, refund=True)
                 return
             if await self._settle(record, outcome):
                 return
@@ -313,12 +316,12 @@ class LocalRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(active.wake.wait(), delay)
 
-    async def _release_on_stop(self, record: ExportRecord) -> None:
-        """Shutdown is not the export's fault: give the attempt back and wait for next start."""
+    async def _release_on_stop(self, record: ExportRecord, *, refund: bool) -> None:
+        """Shutdown is not the export's fault: the record waits (Pending) for the next start,
+        and an attempt the shutdown interrupted is given back."""
         current = await self.store.get(record.id) or record
-        status = current.status.evolve(
-            phase=Phase.PENDING, attempts=max(0, current.status.attempts - 1)
-        )
+        attempts = current.status.attempts - 1 if refund else current.status.attempts
+        status = current.status.evolve(phase=Phase.PENDING, attempts=max(0, attempts))
         await self._write(record.id, status, pid=None, expected_phases=[Phase.RUNNING])
 
     # -- cancel -----------------------------------------------------------------------------

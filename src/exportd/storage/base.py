@@ -43,8 +43,22 @@ class Storage(ABC):
     @abstractmethod
     def open_read(self, key: str) -> Iterator[bytes]: ...
 
+    def abort_stale_uploads(self, older_than_seconds: int) -> int:
+        """Abort incomplete uploads older than that (housekeeping); how many were aborted.
+
+        Backends whose unfinished uploads are invisible and expire by themselves keep this."""
+        return 0
+
 
 def storage_from_settings(settings: CommonSettings) -> Storage:
+    if settings.storage.kind == "s3":
+        from exportd.storage.s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    if settings.storage.kind == "gcs":
+        from exportd.storage.gcs import GcsStorage
+
+        return GcsStorage.from_settings(settings)
     from exportd.storage.local import LocalStorage
 
     return LocalStorage.from_settings(settings)

@@ -128,7 +128,7 @@ class SqliteStateStore(StateStore):
 
     async def ping(self) -> bool:
         try:
-            return await self._call(lambda: self.conn.execute("SELECT 1").fetchone() == (1,))
+            return await self._call(lambda: self.conn.execute("SELECT 1").fetchone()[0] == 1)
         except (sqlite3.Error, RuntimeError):
             return False
 

@@ -42,9 +42,8 @@ def media_type_of(file_name: str) -> str:
         return FALLBACK_MEDIA_TYPE
 
 
-@router.api_route(
+@router.get(
     f"{DOWNLOAD_ROUTE}/{{key:path}}",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={
         200: {"description": "The file", "content": {"application/octet-stream": {}}},

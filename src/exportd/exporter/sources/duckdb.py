@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from exportd.exporter.sources.base import QueryOptions, Source
 from exportd.settings import SourceConfig
 from exportd.sqlparams import to_dollar
 
+WATCH_INTERVAL_SECONDS = 0.05
 EXTENSION_DIRECTORY = Path(tempfile.gettempdir()) / "exportd-duckdb-extensions"
 
 
@@ -53,13 +55,17 @@ class DuckDBSource(Source):
     def stream(
         self, sql: str, params: Mapping[str, Any], options: QueryOptions
     ) -> Iterator[pa.RecordBatch]:
-        timer = threading.Timer(options.statement_timeout_seconds, self._on_timeout)
-        timer.daemon = True
-        timer.start()
+        done = threading.Event()
+        deadline = time.monotonic() + options.statement_timeout_seconds
+        watchdog = threading.Thread(
+            target=self._watch, args=(done, deadline), name="duckdb-watchdog", daemon=True
+        )
+        watchdog.start()
         try:
             yield from self._run(sql, params, options.batch_rows)
         finally:
-            timer.cancel()
+            done.set()
+            watchdog.join()
 
     def _run(
         self, sql: str, params: Mapping[str, Any], batch_rows: int
@@ -73,12 +79,20 @@ class DuckDBSource(Source):
                 yield batch
             if not schema_sent:
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-        except (duckdb.Error, pa.ArrowException) as exc:
+        except (duckdb.Error, pa.ArrowException, RuntimeError, OSError) as exc:
+            # Errors raised while Arrow pulls batches arrive wrapped as OSError/RuntimeError.
             raise self._translate(exc) from exc
+        if self._cancelled.is_set():
+            raise Cancelled("the export was cancelled")
 
-    def _on_timeout(self) -> None:
-        self._timed_out.set()
-        self._con.interrupt()
+    def _watch(self, done: threading.Event, deadline: float) -> None:
+        """Interrupt on cancel or past the deadline, and keep interrupting until the stream
+        ends: an interrupt that lands just before the query starts would otherwise be lost."""
+        while not done.wait(WATCH_INTERVAL_SECONDS):
+            if time.monotonic() >= deadline and not self._cancelled.is_set():
+                self._timed_out.set()
+            if self._cancelled.is_set() or self._timed_out.is_set():
+                self._con.interrupt()
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -94,7 +108,7 @@ class DuckDBSource(Source):
             return PermanentFailure(
                 "the query ran longer than its statement timeout", reason="StatementTimeout"
             )
-        if isinstance(exc, duckdb.IOException):
+        if isinstance(exc, duckdb.IOException) or str(exc).startswith("IO Error"):
             return TransientFailure(f"DuckDB I/O error: {exc}", reason="SourceUnavailable")
         return PermanentFailure(f"query failed: {exc}", reason="QueryError")
 

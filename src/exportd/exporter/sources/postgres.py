@@ -86,6 +86,14 @@ APPLICATION_NAME = "exportd"
 # SQLSTATE classes a retry may get past: connection, resources, operator intervention,
 # system errors, transaction rollback (serialization failure, deadlock).
 TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "58", "40")
+SERVER_BUSY_MESSAGES = (
+    "too many connections",
+    "remaining connection slots",
+    "starting up",
+    "shutting down",
+    "recovery mode",
+    "not yet accepting connections",
+)
 
 
 class PostgresSource(Source):
@@ -187,7 +195,7 @@ def connect(config: SourceConfig) -> psycopg.Connection[Any]:
     try:
         connection = psycopg.connect(**kwargs)
     except psycopg.Error as exc:
-        raise classify(exc) from exc
+        raise connect_failure(exc) from exc
     connection.read_only = True
     _load_other_types_as_text(connection)
     return connection
@@ -235,6 +243,32 @@ def describe(exc: psycopg.Error) -> str:
     primary = exc.diag.message_primary if exc.sqlstate else None
     text = primary or " ".join(str(exc).split())
     return f"{text} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else text
+
+
+def connect_failure(exc: psycopg.Error) -> ExportdError:
+    """libpq reports a refused connection without its SQLSTATE, only the server's text.
+
+    A ``FATAL`` means the server answered and refused: permanent, unless it is a busy server
+    (too many connections, starting up, shutting down). No answer at all (refused, timeout,
+    DNS) is transient. The patterns are the server's English messages (``lc_messages`` C or
+    en); with other languages a busy server would be reported as permanent.
+    """
+    if exc.sqlstate:
+        return classify(exc)
+    text = " ".join(str(exc).split())
+    message = f"PostgreSQL: {text}"
+    lowered = text.lower()
+    if "fatal:" in lowered:
+        if any(pattern in lowered for pattern in SERVER_BUSY_MESSAGES):
+            return TransientFailure(message, reason="SourceUnavailable")
+        if "database" in lowered and "does not exist" in lowered:
+            return PermanentFailure(message, reason="SourceDatabaseMissing")
+        return PermanentFailure(message, reason="SourceAuthenticationFailed")
+    if "no password supplied" in lowered or (exc.pgconn and exc.pgconn.needs_password):
+        return PermanentFailure(message, reason="SourceAuthenticationFailed")
+    if isinstance(exc, psycopg.ProgrammingError):
+        return PermanentFailure(message, reason="SourceConfigInvalid")
+    return TransientFailure(message, reason="SourceUnavailable")
 
 
 def classify(exc: psycopg.Error) -> ExportdError:

@@ -1,0 +1,142 @@
+"""Runs reconcile rounds: one at a time, shared by everyone who asked, and periodically anyway.
+
+kopf handlers and the background loop ask for a round; a round that starts after a request
+answers it, so a burst of events (an operator resuming a thousand requests) costs a few rounds,
+not a thousand. Rounds never overlap, which is what keeps admission exact: the Jobs a round
+creates are in the next round's listing. A failed call fails the round for whoever waits on it
+(kopf handlers retry); the background loop backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from exportd.operator.kube import AlreadyExists, KubeApi, KubeError
+from exportd.operator.reconcile import JobCreation, RoundContext, RoundPlan, plan_round
+
+log = logging.getLogger(__name__)
+BACKOFF_MAX_SECONDS = 60.0
+
+
+class RoundFailed(Exception):
+    """Some calls of a round failed; ``transient`` when retrying may help."""
+
+    def __init__(self, errors: list[KubeError]) -> None:
+        super().__init__("; ".join(str(error) for error in errors))
+        self.transient = all(error.transient for error in errors)
+
+
+class Controller:
+    def __init__(self, api: KubeApi, context: Callable[[], RoundContext]) -> None:
+        self.api = api
+        self.context = context
+        self.last_success: float | None = None  # monotonic time of the last clean round
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._started = 0
+        self._finished = 0
+        self._last_error: BaseException | None = None
+
+    def poke(self) -> None:
+        """Ask the background loop for a round soon (from event handlers; never waits)."""
+        self._wake.set()
+
+    async def reconcile(self) -> None:
+        """Return once a round that started after this call has finished; raise its error."""
+        wanted = self._started + 1
+        async with self._lock:
+            if self._finished < wanted:
+                await self._round()  # raises when it fails
+                return
+        if self._last_error is not None:
+            raise self._last_error
+
+    async def run(self, resync_seconds: float) -> None:
+        """The background loop: a round on every poke, and every ``resync_seconds`` anyway."""
+        delay = resync_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except (RoundFailed, KubeError) as exc:
+                delay = min(max(delay * 2, 1.0), BACKOFF_MAX_SECONDS)
+                log.warning("reconcile round failed (next try in %.0f s): %s", delay, exc)
+            else:
+                delay = resync_seconds
+
+    async def _round(self) -> None:
+        self._started += 1
+        try:
+            jobs = await self.api.list_jobs()  # before requests; see exportd.operator.reconcile
+            requests = await self.api.list_requests()
+            plan = plan_round(requests, jobs, self.context())
+            await self._execute(plan)
+        except (RoundFailed, KubeError) as exc:
+            self._last_error = exc
+            raise
+        else:
+            self._last_error = None
+            self.last_success = time.monotonic()
+        finally:
+            self._finished = self._started
+
+    async def _execute(self, plan: RoundPlan) -> None:
+        errors: list[KubeError] = []
+        for namespace, name in plan.delete:
+            await self._attempt(errors, self._delete_job(namespace, name))
+        for creation in plan.create:
+            await self._attempt(errors, self._create_job(creation))
+        for patch in plan.patch:
+            await self._attempt(
+                errors, self.api.patch_request_status(patch.namespace, patch.name, patch.body())
+            )
+        if errors:
+            raise RoundFailed(errors)
+
+    @staticmethod
+    async def _attempt(errors: list[KubeError], call: Awaitable[object]) -> None:
+        try:
+            await call
+        except KubeError as exc:
+            errors.append(exc)
+
+    async def _delete_job(self, namespace: str, name: str) -> None:
+        if await self.api.delete_job(namespace, name):
+            log.info("deleted Job %s/%s", namespace, name)
+
+    async def _create_job(self, creation: JobCreation) -> None:
+        manifest = creation.manifest
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            await self.api.create_job(manifest)
+            log.info("created Job %s/%s for %s", namespace, name, creation.request.name)
+        except AlreadyExists:
+            if not await self._ours(namespace, name, creation.request.uid):
+                await self._reject(creation, "JobNameConflict", f"Job {name} belongs to another")
+                return
+            log.info("Job %s/%s already exists (created before a restart)", namespace, name)
+        except KubeError as exc:
+            if exc.transient:
+                raise
+            await self._reject(creation, "JobRejected", str(exc))
+            return
+        patch = creation.on_created
+        if patch.status:
+            await self.api.patch_request_status(patch.namespace, patch.name, patch.body())
+
+    async def _ours(self, namespace: str, name: str, uid: str) -> bool:
+        existing = await self.api.get_job(namespace, name)
+        owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+        return any(owner.get("uid") == uid for owner in owners)
+
+    async def _reject(self, creation: JobCreation, reason: str, message: str) -> None:
+        log.error("cannot create the Job of %s: %s", creation.request.name, message)
+        status = {"phase": "Failed", "reason": reason, "message": message}
+        patch = creation.on_created
+        await self.api.patch_request_status(patch.namespace, patch.name, {"status": status})

@@ -1,0 +1,205 @@
+"""A whole test cluster on loopback: apiserver emulator, the CRD from ``crds/``, a kubelet, and the
+exporter's configuration as a ConfigMap and a Secret (read by the kubelet through ``envFrom``,
+exactly as the operator's Job manifests name them).
+
+The exporter runs for real, against the session's sample DuckDB, storing files under the test's
+data directory; the operator signs links with the same key the API would check them with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import kmock
+import yaml
+
+from exportd import exportrequest as er
+from exportd.settings import OperatorSettings
+from tests.k8s.emulator import ApiServer
+from tests.k8s.kubelet import Kubelet
+from tests.k8s.operator import OperatorThread
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO / "crds" / "exportrequest.yaml"
+SHIPPED_CATALOG = REPO / "src" / "exportd" / "data" / "catalog.yaml"
+NAMESPACE = "default"
+EXPORTER_CONFIG_MAP = "exportd-exporter"
+EXPORTER_SECRET = "exportd-exporter"
+SIGNING_KEY = "k8s-test-signing-key"
+PUBLIC_URL = "http://testserver"
+REQUESTS_URL = f"/apis/{er.GROUP}/{er.VERSION}/namespaces/{NAMESPACE}/{er.PLURAL}"
+WAIT_SECONDS = 90.0
+
+T = TypeVar("T")
+
+# Export types the tests add to the shipped catalog.
+TEST_TYPES: dict[str, Any] = {
+    # Runs until stopped: a practically endless range streamed as CSV rows.
+    "endlessRows": {
+        "source": "sample",
+        "query": "SELECT range AS i, 'row ' || range AS label FROM range(:n)",
+        "variables": {"n": {"type": "integer", "required": True, "min": 1}},
+        "metadata": False,
+    },
+    # The same with a 2-second deadline: its Job is stopped by activeDeadlineSeconds.
+    "endlessRowsShortDeadline": {
+        "source": "sample",
+        "query": "SELECT range AS i FROM range(:n)",
+        "variables": {"n": {"type": "integer", "required": True, "min": 1}},
+        "metadata": False,
+        "timeoutSeconds": 2,
+    },
+    # The query fails in the database: the exporter exits 3 (not retriable).
+    "brokenQuery": {
+        "source": "sample",
+        "query": "SELECT * FROM no_such_table WHERE 1 = :one",
+        "variables": {"one": {"type": "integer", "required": True}},
+    },
+    # Its database file does not exist: the exporter exits 75 (retriable) every time.
+    "missingDatabase": {
+        "source": "missing",
+        "query": "SELECT 1 AS one WHERE 1 = :one",
+        "variables": {"one": {"type": "integer", "required": True}},
+    },
+}
+
+
+def write_catalog(directory: Path) -> Path:
+    catalog = yaml.safe_load(SHIPPED_CATALOG.read_text(encoding="utf-8"))
+    catalog["types"].update(TEST_TYPES)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
+    return path
+
+
+@dataclass
+class LocalCluster:
+    api: ApiServer
+    url: str
+    kubelet: Kubelet
+    data_dir: Path
+    catalog_path: Path
+    session: aiohttp.ClientSession
+
+    def operator_settings(self, **overrides: Any) -> OperatorSettings:
+        values: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "catalog_path": self.catalog_path,
+            "signing_key": SIGNING_KEY,
+            "public_url": PUBLIC_URL,
+            "exporter_env_config_map": EXPORTER_CONFIG_MAP,
+            "exporter_env_secret": EXPORTER_SECRET,
+            "max_running_jobs": 4,
+            "max_running_per_requester": 4,
+            "resync_seconds": 2.0,
+        }
+        values.update(overrides)
+        return OperatorSettings(**values)
+
+    def operator(self, **overrides: Any) -> OperatorThread:
+        return OperatorThread(self.operator_settings(**overrides), self.url)
+
+    async def create_request(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": er.API_VERSION, "kind": er.KIND, "metadata": {"name": name}}
+        body["spec"] = dict(spec)
+        async with self.session.post(REQUESTS_URL, json=body) as response:
+            assert response.status == 201, await response.text()
+            created: dict[str, Any] = await response.json()
+            return created
+
+    async def patch_request(self, name: str, patch: Mapping[str, Any]) -> None:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        async with self.session.patch(f"{REQUESTS_URL}/{name}", json=patch, headers=headers) as r:
+            assert r.status == 200, await r.text()
+
+    async def delete_request(self, name: str) -> None:
+        async with self.session.delete(f"{REQUESTS_URL}/{name}") as response:
+            assert response.status == 200, await response.text()
+
+    def request(self, name: str) -> dict[str, Any] | None:
+        return self.api.current(f"{er.GROUP}/{er.VERSION}/{er.PLURAL}", NAMESPACE, name)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.api.all_of("batch/v1/jobs")
+
+    def phase(self, name: str) -> str | None:
+        body = self.request(name)
+        return None if body is None else (body.get("status") or {}).get("phase")
+
+    async def until(self, predicate: Callable[[], T], timeout: float = WAIT_SECONDS) -> T:
+        """Wait (on the apiserver's change notifications) until ``predicate()`` is truthy."""
+        return await self.api.wait_until(predicate, timeout)
+
+    async def until_phase(self, name: str, *phases: str) -> dict[str, Any]:
+        await self.until(lambda: self.phase(name) in phases)
+        body = self.request(name)
+        assert body is not None
+        return body
+
+    def files(self) -> list[Path]:
+        root = self.data_dir / "files"
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def _apply(session: aiohttp.ClientSession, url: str, body: Mapping[str, Any]) -> None:
+    async with session.post(url, json=body) as response:
+        assert response.status == 201, await response.text()
+
+
+def exporter_env(data_dir: Path, catalog_path: Path, sample_db: Path) -> dict[str, str]:
+    sources = {
+        "sample": {"kind": "duckdb", "path": str(sample_db)},
+        "missing": {"kind": "duckdb", "path": str(data_dir / "no-such-database.duckdb")},
+    }
+    return {
+        "EXPORTD_DATA_DIR": str(data_dir),
+        "EXPORTD_CATALOG_PATH": str(catalog_path),
+        "EXPORTD_SOURCES": json.dumps(sources),
+        "EXPORTD_PUBLIC_URL": PUBLIC_URL,
+        "EXPORTD_PROGRESS_INTERVAL_SECONDS": "0.1",
+    }
+
+
+async def _seed(session: aiohttp.ClientSession, data_dir: Path, catalog: Path, db: Path) -> None:
+    crd = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    await _apply(session, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    config_map = {
+        "metadata": {"name": EXPORTER_CONFIG_MAP},
+        "data": exporter_env(data_dir, catalog, db),
+    }
+    await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/configmaps", config_map)
+    secret_data = {"EXPORTD_SIGNING_KEY": base64.b64encode(SIGNING_KEY.encode()).decode()}
+    secret = {"metadata": {"name": EXPORTER_SECRET}, "type": "Opaque", "data": secret_data}
+    await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
+
+
+@asynccontextmanager
+async def local_cluster(
+    workdir: Path, sample_db: Path, *, retry_delay: float = 0.0
+) -> AsyncIterator[LocalCluster]:
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    catalog_path = write_catalog(workdir / "catalog")
+    api = ApiServer()
+    api.resources.load_bundled()
+    async with api, kmock.Server(api) as server:
+        url = str(server.url).rstrip("/")
+        # Inside a pod the exporter finds the API at kubernetes.default.svc with its token;
+        # here the node tells it where the emulator is, and it has no token.
+        node_env = {
+            "EXPORTD_KUBE_API_URL": url,
+            "EXPORTD_KUBE_TOKEN_PATH": str(workdir / "no-token"),
+        }
+        async with aiohttp.ClientSession(base_url=url) as session:
+            await _seed(session, data_dir, catalog_path, sample_db)
+            kubelet = Kubelet(url, workdir / "pods", node_env=node_env, retry_delay=retry_delay)
+            async with kubelet:
+                yield LocalCluster(api, url, kubelet, data_dir, catalog_path, session)
