@@ -59,9 +59,7 @@ def accounts() -> Iterator[Accounts]:
             cursor.execute(
                 f"CREATE USER '{made.mysql_user}'@'%%' IDENTIFIED BY %s", [made.mysql_password]
             )
-            cursor.execute(
-                f"CREATE USER '{made.mysql_one_slot}'@'%' WITH MAX_USER_CONNECTIONS 1"
-            )
+            cursor.execute(f"CREATE USER '{made.mysql_one_slot}'@'%' WITH MAX_USER_CONNECTIONS 1")
         yield made
     finally:
         with my.cursor() as cursor:
@@ -124,7 +122,9 @@ def test_postgres_role_without_login_is_permanent(accounts: Accounts) -> None:
 
 
 def test_postgres_unknown_role_is_permanent() -> None:
-    error = failure_of(pg(f"host=127.0.0.1 user=exportd_no_such_{secrets.token_hex(3)} dbname=test"))
+    error = failure_of(
+        pg(f"host=127.0.0.1 user=exportd_no_such_{secrets.token_hex(3)} dbname=test")
+    )
     assert_permanent(error, "SourceAuthenticationFailed")
 
 
@@ -158,9 +158,7 @@ def test_mysql_wrong_password_is_permanent_and_the_password_file_is_used(
     dsn = f"mysql://{accounts.mysql_user}:dsn-password-is-overridden@127.0.0.1:3306/"
     with open_source(mysql(dsn, password_file=right)) as source:
         batches = list(source.stream("SELECT CURRENT_USER() AS who", {}, QueryOptions()))
-    assert pa.Table.from_batches(batches).column("who").to_pylist() == [
-        f"{accounts.mysql_user}@%"
-    ]
+    assert pa.Table.from_batches(batches).column("who").to_pylist() == [f"{accounts.mysql_user}@%"]
     error = failure_of(mysql(dsn, password_file=wrong))
     assert_permanent(error, "SourceAuthenticationFailed")
     assert "1045" in error.message

@@ -219,7 +219,9 @@ def test_mysql_other_types_follow_the_documented_mapping(mysql_odd_table: str) -
     BIT(1) a boolean, BIT(n) a number, DECIMAL(50, 20) decimal128(38, 10) rounded, JSON text,
     VARBINARY binary, TINYINT(1) holding 2 is true."""
     config = SourceConfig(kind="mysql", dsn="mysql://root@127.0.0.1:3306/test")
-    table = pa.Table.from_batches(read_batches(config, f"SELECT * FROM {mysql_odd_table} ORDER BY k"))
+    table = pa.Table.from_batches(
+        read_batches(config, f"SELECT * FROM {mysql_odd_table} ORDER BY k")
+    )
     types = {f.name: f.type for f in table.schema}
     assert types == {
         "k": pa.int32(),

@@ -137,7 +137,7 @@ class Exporter:
         )
 
     def stored_file(self, run: ChildRun) -> Path:
-        return self.data_dir / "files" / run.last["objectKey"]
+        return self.data_dir / "files" / str(run.last["objectKey"])
 
     def published_files(self) -> list[Path]:
         root = self.data_dir / "files"
@@ -179,7 +179,9 @@ def exporter(tmp_path: Path, typed_databases: TypedDatabases) -> ExporterFactory
     return make
 
 
-def spec(export_type: str, file_name: str, variables: dict[str, Any], number: int = 1) -> dict[str, Any]:
+def spec(
+    export_type: str, file_name: str, variables: dict[str, Any], number: int = 1
+) -> dict[str, Any]:
     return {
         "id": f"exp-src-{export_type.lower()}-{number}",
         "type": export_type,
@@ -195,7 +197,9 @@ def typed_type(databases: TypedDatabases) -> dict[str, Any]:
     return {
         "source": "db",
         "timezone": "Europe/Berlin",
-        "query": f"SELECT {', '.join(COLUMNS)} FROM {databases.table} WHERE id >= :min_id ORDER BY id",
+        "query": (
+            f"SELECT {', '.join(COLUMNS)} FROM {databases.table} WHERE id >= :min_id ORDER BY id"
+        ),
         "variables": {"min_id": {"type": "integer"}},
     }
 
@@ -238,7 +242,7 @@ def test_same_export_type_gives_the_same_xlsx_cells_from_all_three_databases(
     second = by_id["9007199254740993"]
     assert second["happened_at"] == datetime(2038, 1, 19, 4, 14, 7)  # CET, +1 h in winter
     assert second["active"] is False
-    assert second["name"] == "O'Brien \"quoted\", comma; --"
+    assert second["name"] == 'O\'Brien "quoted", comma; --'
     third = by_id["1000000000000003"]
     assert (third["amount"], third["name"], third["note"]) == (9999999999.99, "", None)
     empty = by_id["1000000000000004"]
@@ -246,9 +250,7 @@ def test_same_export_type_gives_the_same_xlsx_cells_from_all_three_databases(
 
 
 @pytest.mark.parametrize("kind", SOURCE_KINDS)
-def test_a_million_row_csv_export_stays_under_300_mb(
-    exporter: ExporterFactory, kind: str
-) -> None:
+def test_a_million_row_csv_export_stays_under_300_mb(exporter: ExporterFactory, kind: str) -> None:
     """1,000,000 rows generated on the server, exported to CSV by a child process: it
     succeeds, writes every row, and its peak resident memory stays under 300 MB."""
     bulk = {"source": "db", "query": BULK_QUERIES[kind], "variables": {"rows": {"type": "integer"}}}

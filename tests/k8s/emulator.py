@@ -49,6 +49,8 @@ from tests.k8s.selectors import matches_fields, matches_labels
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 BOOKMARK_SECONDS_DEFAULT = 5.0
+RECHECK_SECONDS = 0.1
+TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 Key = tuple[kmock.resource, str | None, str]
 T = TypeVar("T")
@@ -84,7 +86,7 @@ def _now() -> str:
 
 
 def _api_version(resource: kmock.resource) -> str:
-    return resource.version if not resource.group else f"{resource.group}/{resource.version}"
+    return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
 
 
 def _essence(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,12 +113,13 @@ class ApiServer(kmock.KubernetesEmulator):
             if request.action is kmock_enums.action.WATCH:
                 return await self._watch(request, info)
             result = await self._serve_object_request(request, info)
+            status = 201 if request.action is kmock_enums.action.CREATE else 200
             columns = self._columns.get(str(resource))
             if columns is not None and "as=Table" in request.headers.get("Accept", ""):
-                result = as_table(result, columns)
-            return aiohttp.web.json_response(
-                result, status=201 if request.action is kmock_enums.action.CREATE else 200
-            )
+                return aiohttp.web.json_response(
+                    as_table(result, columns), status=status, content_type=TABLE_CONTENT_TYPE
+                )
+            return aiohttp.web.json_response(result, status=status)
         except ApiError as exc:
             return exc.response()
 
@@ -148,10 +151,10 @@ class ApiServer(kmock.KubernetesEmulator):
             return await self._replace(request, info)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
 
-    async def _serve_version(self, request: kmock.Request) -> dict[str, Any]:
+    async def _serve_version(self, request: kmock.Request) -> Any:
         """kmock lists a subresource with its parent's verbs and short names, which makes kubectl
         warn that ``exr`` is ambiguous; the apiserver lists it with neither."""
-        listing: dict[str, Any] = await super()._serve_version(request)
+        listing: Any = await super()._serve_version(request)
         for entry in listing["resources"]:
             if "/" in entry["name"]:
                 entry.update(shortNames=[], categories=[], verbs=["get", "patch", "update"])
@@ -464,9 +467,17 @@ class ApiServer(kmock.KubernetesEmulator):
     # ---- test conveniences -----------------------------------------------------------------
 
     async def wait_until(self, predicate: Callable[[], T], timeout: float) -> T:
-        """Re-check ``predicate`` after every write until it is truthy (TimeoutError if not)."""
+        """Re-check ``predicate`` after every write (and every 0.1 s, for state outside the
+        apiserver such as the kubelet's) until it is truthy; TimeoutError after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with self._changed:
-            return await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+            while not (result := predicate()):
+                if loop.time() >= deadline:
+                    raise TimeoutError(f"still false after {timeout} s: {predicate}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
+            return result
 
     def current(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object as a GET would return it now, or None (for assertions)."""
@@ -511,7 +522,7 @@ def _age(stamp: str | None) -> str | None:
 
 def as_table(result: Mapping[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
     """A list or an object as the apiserver's Table, with the CRD's printer columns."""
-    items = result["items"] if "items" in result else [result]
+    items = result.get("items", [result])
     definitions = [{"name": "Name", "type": "string", "format": "name", "priority": 0}]
     definitions += [
         {
@@ -529,7 +540,8 @@ def as_table(result: Mapping[str, Any], columns: list[dict[str, Any]]) -> dict[s
         for column in columns:
             value = _path_value(item, column["jsonPath"])
             cells.append(_age(value) if column["type"] == "date" else value)
-        rows.append({"cells": cells, "object": {"metadata": item["metadata"]}})
+        partial = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
+        rows.append({"cells": cells, "object": {**partial, "metadata": item["metadata"]}})
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

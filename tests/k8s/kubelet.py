@@ -14,7 +14,8 @@ namespace and name, ``configMapKeyRef``/``secretKeyRef``). A value naming an ``e
 (``/tmp/...``) is moved to a private directory per pod; a PVC mount to ``claims[claimName]``.
 
 Failures can be injected per export: ``inject("exp-1", [75])`` makes its first attempt exit 75
-without running anything; later attempts run for real.
+without running anything; later attempts run for real. ``pause()`` keeps new pods Pending until
+``resume()``.
 """
 
 from __future__ import annotations
@@ -62,11 +63,28 @@ class Kubelet:
     retry_delay: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     max_running: int = 0  # most Jobs ever running at once (started, not yet finished)
+    _pending: int = 0
     _running: set[str] = field(default_factory=set)
     _injected: dict[str, list[int]] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _session: aiohttp.ClientSession | None = None
     _watcher: asyncio.Task[None] | None = None
+    _go: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._go.set()
+
+    def pause(self) -> None:
+        """New pods wait (Pending) until :meth:`resume`; running ones go on."""
+        self._go.clear()
+
+    def resume(self) -> None:
+        self._go.set()
+
+    @property
+    def pending(self) -> int:
+        """Pods waiting for :meth:`resume`."""
+        return self._pending
 
     def inject(self, export_name: str, exit_codes: list[int]) -> None:
         self._injected[export_name] = list(exit_codes)
@@ -177,6 +195,11 @@ class Kubelet:
         export = job["metadata"].get("labels", {}).get("exportd.dev/export", "")
         attempt = Attempt(job=name, number=number)
         self.attempts.append(attempt)
+        self._pending += 1
+        try:
+            await self._go.wait()
+        finally:
+            self._pending -= 1
         injected = self._injected.get(export)
         if injected:
             attempt.exit_code, attempt.injected = injected.pop(0), True
@@ -198,16 +221,15 @@ class Kubelet:
             start_new_session=True,
         )
         grace = float(pod.get("terminationGracePeriodSeconds", 30))
+        output = asyncio.ensure_future(process.communicate())
         try:
-            stdout, stderr = await process.communicate()
-        except asyncio.CancelledError:
-            await _terminate(process, grace)
-            raise
+            await asyncio.shield(output)
         finally:
-            if process.returncode is None:
+            if process.returncode is None:  # the pod is going away: SIGTERM, then SIGKILL
                 await _terminate(process, grace)
-        attempt.stdout, attempt.stderr = stdout.decode(), stderr.decode()
-        attempt.exit_code = process.returncode
+            stdout, stderr = await output
+            attempt.stdout, attempt.stderr = stdout.decode(), stderr.decode()
+            attempt.exit_code = process.returncode
         return int(process.returncode or 0)
 
     async def _environment(

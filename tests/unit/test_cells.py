@@ -10,13 +10,14 @@ import pyarrow as pa
 from exportd.exporter.cells import (
     EXCEL_MAX_TEXT,
     TRUNCATION_MARK,
+    Cell,
     is_text_type,
     spreadsheet_cells,
     text_fields,
 )
 
 
-def _cells(batch: pa.RecordBatch, name: str, zone: str = "UTC") -> list[object]:
+def _cells(batch: pa.RecordBatch, name: str, zone: str = "UTC") -> list[Cell]:
     return spreadsheet_cells(batch.column(name), zone)
 
 

@@ -4,6 +4,7 @@ and cancel, against the real sample database."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ ENDLESS = "SELECT count(*) FROM range(1000000000000) a"
 
 
 @pytest.fixture
-def source(sample_db: Path) -> DuckDBSource:
+def source(sample_db: Path) -> Iterator[DuckDBSource]:
     opened = open_source(SourceConfig(kind="duckdb", path=sample_db))
     assert isinstance(opened, DuckDBSource)
     yield opened

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ from exportd.sampledb import USER_ROWS, ensure_sample_db
 
 
 @pytest.fixture(scope="module")
-def con(sample_db: Path) -> duckdb.DuckDBPyConnection:
+def con(sample_db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     connection = duckdb.connect(str(sample_db), read_only=True)
     yield connection
     connection.close()

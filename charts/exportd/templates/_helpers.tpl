@@ -139,12 +139,17 @@ The table maps a name to (values reference, file name, setting variable).
 signingKey: {ref: {{ toJson $v.secrets.signingKey }}, file: signing-key, env: EXPORTD_SIGNING_KEY_FILE}
 jwtSecret: {ref: {{ toJson $v.secrets.jwtSecret }}, file: jwt-secret, env: EXPORTD_JWT_SECRET_FILE}
 stateDbUrl: {ref: {{ toJson $v.secrets.stateDbUrl }}, file: state-db-url, env: EXPORTD_STATE_DB_URL_FILE}
-redisUrl: {ref: {{ toJson $v.secrets.redisUrl }}, file: redis-url, env: EXPORTD_REDIS_URL_FILE}
 smtpPassword: {ref: {{ toJson $v.delivery.smtp.password }}, file: smtp-password, env: EXPORTD_SMTP__PASSWORD_FILE}
-storageCredentials: {ref: {{ toJson $v.storage.credentials }}, file: storage-credentials, env: AWS_SHARED_CREDENTIALS_FILE}
+{{- if eq $v.storage.kind "s3" }}
+storageSecretKey: {ref: {existingSecret: {{ $v.storage.s3Credentials.existingSecret | quote }}, key: {{ $v.storage.s3Credentials.secretAccessKeyKey | quote }}}, file: storage-secret-access-key, env: EXPORTD_STORAGE__SECRET_ACCESS_KEY_FILE}
+{{- end }}
+{{- if eq $v.storage.kind "gcs" }}
+{{- /* Application Default Credentials: the SDK reads this file itself. */}}
+storageGcs: {ref: {{ toJson $v.storage.gcsCredentials }}, file: gcs-credentials.json, env: GOOGLE_APPLICATION_CREDENTIALS}
+{{- end }}
 {{- range $name, $source := $v.sources }}
-{{- if $source.dsn }}
-source-{{ $name }}: {ref: {{ toJson $source.dsn }}, file: {{ printf "source-%s-dsn" $name }}, env: {{ printf "EXPORTD_SOURCES__%s__DSN_FILE" (upper $name) }}}
+{{- if $source.password }}
+source-{{ $name }}: {ref: {{ toJson $source.password }}, file: {{ printf "source-%s-password" $name }}, env: {{ printf "EXPORTD_SOURCES__%s__PASSWORD_FILE" (upper $name) }}}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -218,6 +223,8 @@ source-{{ $name }}: {ref: {{ toJson $source.dsn }}, file: {{ printf "source-%s-d
 {{- range $name, $source := .Values.sources }}
 - name: {{ printf "EXPORTD_SOURCES__%s__KIND" (upper $name) }}
   value: {{ $source.kind | quote }}
+- name: {{ printf "EXPORTD_SOURCES__%s__DSN" (upper $name) }}
+  value: {{ $source.dsn | quote }}
 {{- end }}
 - name: EXPORTD_STORAGE__KIND
   value: {{ .Values.storage.kind | quote }}
@@ -237,6 +244,27 @@ source-{{ $name }}: {ref: {{ toJson $source.dsn }}, file: {{ printf "source-%s-d
 - name: EXPORTD_STORAGE__REGION
   value: {{ . | quote }}
 {{- end }}
+{{- if eq .Values.storage.kind "s3" }}
+- name: EXPORTD_STORAGE__ADDRESSING_STYLE
+  value: {{ .Values.storage.addressingStyle | quote }}
+{{- end }}
+{{- if and (eq .Values.storage.kind "gcs") .Values.storage.project }}
+- name: EXPORTD_STORAGE__PROJECT
+  value: {{ .Values.storage.project | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The S3 access key id, from the Secret that holds the secret key (never in a ConfigMap). */}}
+{{- define "exportd.s3KeyIdEnv" -}}
+{{- with .Values.storage.s3Credentials }}
+{{- if and (eq $.Values.storage.kind "s3") .existingSecret }}
+- name: EXPORTD_STORAGE__ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Mail settings (the API and the export pods send e-mail). */}}
@@ -247,14 +275,14 @@ source-{{ $name }}: {ref: {{ toJson $source.dsn }}, file: {{ printf "source-%s-d
   value: {{ .host | quote }}
 - name: EXPORTD_SMTP__PORT
   value: {{ .port | int64 | quote }}
-- name: EXPORTD_SMTP__STARTTLS
-  value: {{ .startTls | quote }}
+- name: EXPORTD_SMTP__MODE
+  value: {{ .mode | quote }}
 {{- with .username }}
 - name: EXPORTD_SMTP__USERNAME
   value: {{ . | quote }}
 {{- end }}
-{{- with .fromAddress }}
-- name: EXPORTD_SMTP__FROM_ADDRESS
+{{- with .sender }}
+- name: EXPORTD_SMTP__SENDER
   value: {{ . | quote }}
 {{- end }}
 {{- end }}

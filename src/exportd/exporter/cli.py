@@ -95,12 +95,12 @@ def main(
         return exc.exit_code
     logging.getLogger().setLevel(settings.log_level.upper())
     reporter = select_reporter(settings, reporter)  # EXPORTD_REPORTER: stdout or kubernetes
-    reporter.started(spec.id)
     return run_reported(spec, settings, reporter)
 
 
 def run_reported(spec: ExportSpec, settings: ExporterSettings, reporter: Reporter) -> int:
-    """Run the export in a worker thread; signals set the cancel event."""
+    """Run the export in a worker thread; signals set the cancel event. The handlers are in
+    place before "started" is reported, so a signal sent after that line always cancels."""
     cancel = threading.Event()
     outcome: list[ExportResult | BaseException] = []
     progress = ThrottledProgress(reporter, spec.id, settings.progress_interval_seconds)
@@ -116,6 +116,7 @@ def run_reported(spec: ExportSpec, settings: ExporterSettings, reporter: Reporte
         cancel.set()
 
     previous = _install_signal_handlers(on_signal)
+    reporter.started(spec.id)
     worker = threading.Thread(target=work, name=f"export-{spec.id}")
     worker.start()
     try:

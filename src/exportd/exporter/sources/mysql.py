@@ -173,15 +173,18 @@ class MySQLSource(Source):
             yield at.empty_batch(plans)
 
     def _abandon(self, cursor: SSCursor | None) -> None:
-        """Stop a query that did not run to its end: kill it on the server, drop the socket
-        (reading the rest of an unbuffered result would stream it all)."""
+        """Stop a result that is still streaming: kill the query on the server and drop the
+        socket (reading the rest of an unbuffered result would stream all of it)."""
+        result = cursor._result if cursor is not None else None
+        if result is None or not result.unbuffered_active:
+            return  # the statement ended (an SQL error): the connection is fine as it is
         self._kill_query()
-        if cursor is not None and cursor._result is not None:
-            # Closing the cursor later must not try to drain the dropped socket.
-            cursor._result.unbuffered_active = False
+        result.unbuffered_active = False  # closing the cursor must not drain the dropped socket
         self._conn._force_close()
 
     def _kill_query(self) -> None:
+        if not self._conn.open:
+            return  # its queries ended with it; the id may already belong to someone else
         arguments = {**self._arguments, "connect_timeout": KILL_CONNECT_TIMEOUT_SECONDS}
         try:
             killer = pymysql.connect(**arguments)
@@ -191,7 +194,7 @@ class MySQLSource(Source):
             with killer.cursor() as cursor:
                 cursor.execute("KILL QUERY %s", (self._thread_id,))
         except pymysql.Error:
-            pass  # the connection already ended
+            pass  # the query already ended
         finally:
             with contextlib.suppress(pymysql.Error, OSError):
                 killer.close()
@@ -235,9 +238,7 @@ def connection_arguments(config: SourceConfig) -> dict[str, Any]:
         ) from exc
     if password is not None:
         arguments["password"] = password
-    arguments.update(
-        charset="utf8mb4", autocommit=True, conv=ENCODERS_ONLY, local_infile=False
-    )
+    arguments.update(charset="utf8mb4", autocommit=True, conv=ENCODERS_ONLY, local_infile=False)
     return arguments
 
 

@@ -36,6 +36,7 @@ interval, arrays, enums, inet, timetz...)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -125,10 +126,9 @@ class PostgresSource(Source):
     def cancel(self) -> None:
         """Send a PostgreSQL cancel request (libpq's PQcancel, safe from signal handlers)."""
         self._cancel_requested = True
-        try:
+        # Nothing running, or the connection is gone: then there is nothing left to cancel.
+        with contextlib.suppress(psycopg.Error):
             self._conn.cancel()
-        except psycopg.Error:
-            pass  # nothing running or the connection is gone: nothing left to cancel
 
     def close(self) -> None:
         self._conn.close()

@@ -16,6 +16,7 @@ and ``xml:space="preserve"`` when the text starts or ends with white space.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any
 from xml.sax.saxutils import escape
@@ -49,6 +50,7 @@ _TEXT_OPEN_PRESERVE = '<c t="inlineStr"><is><t xml:space="preserve">'
 _TEXT_CLOSE = "</t></is></c>"
 _EDGE_SPACE = r"^[ \t\n\r]|[ \t\n\r]$"
 _EXCEL_ESCAPE = r"_(x[0-9A-Fa-f]{4}_)"
+_XML_ILLEGAL_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def number_cells(texts: pa.Array, style: int = 0) -> pa.Array:
@@ -260,7 +262,7 @@ def concatenated(strings: pa.Array) -> pa.Buffer:
 def header_cells(names: list[str]) -> str:
     cells = []
     for name in names:
-        text = escape(name).replace("\r", "&#13;")
+        text = escape(_XML_ILLEGAL_PY.sub("", name)).replace("\r", "&#13;")
         cells.append(
             f'<c s="{STYLE_HEADER}" t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
         )

@@ -1,0 +1,371 @@
+"""Real servers on loopback for the storage and mail tests: moto (S3), gcp-storage-emulator
+(GCS), aiosmtpd (SMTP, with and without TLS), a test CA, and a recording HTTP proxy.
+
+What each emulator enforces (checked by the tests that use them):
+
+- moto 5 (server mode) checks ``If-None-Match: *`` on PutObject and CompleteMultipartUpload
+  and answers 412. It checks, then writes, so two requests handled at once on two threads
+  could both pass; the server here therefore runs single-threaded, which makes that check and
+  write atomic, as S3 itself guarantees.
+- gcp-storage-emulator ignores ``ifGenerationMatch`` entirely (a second upload overwrites) and
+  does not check signatures of signed URLs. The GCS tests therefore show that every upload
+  request carries ``ifGenerationMatch=0`` (through :class:`RecordingProxy`) and how a 412 from
+  the store is handled; they do not claim the emulator enforces create-only.
+
+Every server listens on a port the OS picked; nothing leaves 127.0.0.1. A missing package makes
+the fixtures fail loudly (ImportError), never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+S3_REGION = "us-east-1"
+S3_KEY_ID = "testing-key-id"
+S3_SECRET = "testing-secret-key"
+SMTP_USER = "exportd"
+SMTP_PASSWORD = "smtp-test-password"
+
+# moto needs no credentials of its own, but boto3 does; these are fake and loopback-only.
+_MOTO_SCRIPT = """
+import sys
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
+)
+app = DomainDispatcherApplication(create_backend_app)
+server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=MotoRequestHandler)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_moto() -> ServerProcess:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.isdigit():
+        process.kill()
+        raise RuntimeError(f"moto server did not start (said {line!r})")
+    server = ServerProcess(process, f"http://127.0.0.1:{line}")
+    _wait_http(server.url + "/")
+    return server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gcs_emulator(bucket: str) -> ServerProcess:
+    """The emulator's CLI cannot bind port 0; a freshly freed port is taken, retried on a clash."""
+    executable = Path(sys.executable).with_name("gcp-storage-emulator")
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                str(executable),
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "-M",
+                "-q",
+                "--default-bucket",
+                bucket,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        server = ServerProcess(process, f"http://127.0.0.1:{port}")
+        try:
+            _wait_http(server.url + "/", process=process)
+        except RuntimeError:
+            server.stop()
+            continue
+        return server
+    raise RuntimeError("gcp-storage-emulator did not start")
+
+
+def _wait_http(url: str, *, process: subprocess.Popen[str] | None = None) -> None:
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.split(":")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection(host, int(port), timeout=2)
+            connection.request("GET", "/")
+            connection.getresponse().read()
+            connection.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not answer")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # with the query string
+
+
+@dataclass
+class RecordingProxy:
+    """A loopback HTTP proxy in front of an emulator: records every request line and, when
+    ``refuse`` says so, answers 412 Precondition Failed the way GCS does instead of forwarding.
+    It keeps the Host header, so upload session URLs the emulator returns point back here."""
+
+    upstream: str
+    refuse: Callable[[RecordedRequest], bool] | None = None
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> RecordingProxy:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _proxy_handler(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
+    upstream_host, upstream_port = proxy.upstream.split("//", 1)[1].split(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _relay(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            request = RecordedRequest(self.command, self.path)
+            proxy.requests.append(request)
+            if proxy.refuse is not None and proxy.refuse(request):
+                self._answer(412, [("Content-Type", "application/json")], _PRECONDITION_BODY)
+                return
+            connection = http.client.HTTPConnection(upstream_host, int(upstream_port), timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            connection.request(self.command, self.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            payload = answer.read()
+            skipped = {"content-length", "transfer-encoding", "connection"}
+            kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in skipped]
+            connection.close()
+            self._answer(answer.status, kept, payload)
+
+        def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
+
+    return Handler
+
+
+_PRECONDITION_BODY = (
+    b'{"error": {"code": 412, "message": "At least one of the pre-conditions you specified did'
+    b' not hold.", "errors": [{"reason": "conditionNotMet"}]}}'
+)
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A test CA (trusted through ``ca_file``) and a server certificate it issued for
+    localhost/127.0.0.1, plus an unrelated self-signed certificate nobody trusts."""
+
+    ca_file: Path
+    server_context: ssl.SSLContext
+    self_signed_context: ssl.SSLContext
+
+
+def make_pki(directory: Path) -> TestPki:
+    ca = trustme.CA()
+    ca_file = directory / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    stranger = trustme.CA()  # its own root: a self-signed chain the client was not told about
+    self_signed_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    stranger.issue_cert("localhost", "127.0.0.1").configure_cert(self_signed_context)
+    return TestPki(ca_file, server_context, self_signed_context)
+
+
+# --- SMTP -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    sender: str
+    recipients: tuple[str, ...]
+    content: bytes
+
+
+class Inbox:
+    """aiosmtpd handler that keeps every accepted message."""
+
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMail] = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        mail = ReceivedMail(envelope.mail_from or "", tuple(envelope.rcpt_tos), content)
+        with self._lock:
+            self.messages.append(mail)
+        return "250 OK"
+
+
+def _authenticate(
+    server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login.decode() == SMTP_USER
+        and auth_data.password.decode() == SMTP_PASSWORD
+    )
+    return AuthResult(success=ok)
+
+
+@dataclass
+class SmtpServer:
+    controller: Controller
+    inbox: Inbox
+    port: int
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def start_smtp(
+    *,
+    starttls_context: ssl.SSLContext | None = None,
+    implicit_context: ssl.SSLContext | None = None,
+    require_auth: bool = False,
+) -> SmtpServer:
+    """``starttls_context``: offers STARTTLS and refuses mail before it; ``implicit_context``:
+    TLS from the first byte; neither: a plaintext-only server that does not offer STARTTLS."""
+    inbox = Inbox()
+    port = free_port()
+    kwargs: dict[str, Any] = {}
+    if starttls_context is not None:
+        kwargs |= {"tls_context": starttls_context, "require_starttls": True}
+    if require_auth:
+        kwargs |= {"authenticator": _authenticate, "auth_required": True}
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        ssl_context=implicit_context,
+        server_hostname="localhost",
+        ready_timeout=10,
+        **kwargs,
+    )
+    controller.start()
+    return SmtpServer(controller, inbox, port)
+
+
+def wait_for(
+    condition: Callable[[], bool], *, timeout: float = 60, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def iter_lines(data: bytes) -> Iterator[str]:
+    yield from data.decode("utf-8", errors="replace").splitlines()
+
+
+def write_service_account(path: Path) -> Path:
+    """A service-account key file with a fresh RSA key: it signs V4 links locally. Its token
+    URI is never used, because the emulator is reached with anonymous requests."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "exportd-test",
+        "private_key_id": "test-key",
+        "private_key": pem,
+        "client_email": "exportd@exportd-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return path

@@ -1,0 +1,56 @@
+"""pytest fixtures for tests that need the test cluster; import them into a test module.
+
+``cluster`` is a fresh emulator, kubelet and data directory per test (kmock slows down as its
+request log grows, so nothing is shared); ``operator`` runs the real operator against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exportd.api import create_app
+from exportd.api.backends.embedded import EmbeddedBackend
+from exportd.catalog import Catalog
+from exportd.settings import ApiSettings
+from tests.k8s.cluster import PUBLIC_URL, SIGNING_KEY, LocalCluster, local_cluster
+from tests.k8s.operator import OperatorThread
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, sample_db: Path) -> AsyncIterator[LocalCluster]:
+    async with local_cluster(tmp_path, sample_db) as running:
+        yield running
+
+
+@pytest.fixture
+async def operator(cluster: LocalCluster) -> AsyncIterator[OperatorThread]:
+    running = cluster.operator()
+    running.start()
+    await running.wait_ready()
+    yield running
+    await running.stop()
+
+
+async def download(cluster: LocalCluster, url: str) -> httpx.Response:
+    """GET a signed link through the API's real download route, serving the cluster's files."""
+    settings = ApiSettings(
+        data_dir=cluster.data_dir,
+        catalog_path=cluster.catalog_path,
+        signing_key=SIGNING_KEY,
+        public_url=PUBLIC_URL,
+        jwt_secret="download-test-secret-of-sufficient-length",
+    )
+    catalog = Catalog.load(cluster.catalog_path)
+    app = create_app(settings, backend=EmbeddedBackend(settings, catalog))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
+        return await client.get(url)
