@@ -10,6 +10,7 @@ chart sets is one the exportd settings classes accept. helm comes from scripts/f
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -614,5 +615,7 @@ def test_dashboards_dropped_into_files_become_a_sidecar_configmap(
     objects = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     config_map = one(objects, "ConfigMap", "-dashboards")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert config_map["data"] == {"exportd-overview.json": dashboard}
+    assert config_map["data"]["exportd-overview.json"] == dashboard
+    shipped = {p.name for p in (CHART / "files" / "dashboards").glob("*.json")}
+    assert set(config_map["data"]) == shipped | {"exportd-overview.json"}
     kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
