@@ -12,7 +12,7 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -151,7 +151,11 @@ class SmtpConfig(BaseModel):
 
 
 class FileSecretsSource(PydanticBaseSettingsSource):
-    """``EXPORTD_<FIELD>_FILE`` -> the field's value, read from that file."""
+    """``EXPORTD_<FIELD>_FILE`` -> the field's value, read from that file.
+
+    Only for fields that exist and have no ``<field>_file`` field of their own (such as
+    ``password_file`` or ``ca_file``, which take a path and are read by the ordinary env source).
+    """
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -161,14 +165,45 @@ class FileSecretsSource(PydanticBaseSettingsSource):
         for key, path in os.environ.items():
             if not (key.startswith(ENV_PREFIX) and key.endswith("_FILE")):
                 continue
-            name = key[len(ENV_PREFIX) : -len("_FILE")].lower()
+            parts = key[len(ENV_PREFIX) : -len("_FILE")].lower().split("__")
+            if not _is_secret_path(self.settings_cls, parts):
+                continue
             content = Path(path).read_text(encoding="utf-8").rstrip("\n")
-            *parents, leaf = name.split("__")
+            *parents, leaf = parts
             target = values
             for parent in parents:
                 target = target.setdefault(parent, {})
             target[leaf] = content
         return values
+
+
+def _inner_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds, and whether it sits behind a dict key (``sources.<name>``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and len(args) == 2:
+        return _inner_model(args[1])[0], True
+    for arg in args:  # Optional[Model] and other unions
+        model, _ = _inner_model(arg)
+        if model is not None:
+            return model, False
+    return None, False
+
+
+def _is_secret_path(model: type[BaseModel], parts: list[str]) -> bool:
+    node: type[BaseModel] | None = model
+    index = 0
+    while node is not None and index < len(parts) - 1:
+        field = node.model_fields.get(parts[index])
+        if field is None:
+            return False
+        node, keyed = _inner_model(field.annotation)
+        index += 2 if keyed else 1
+    if node is None or index != len(parts) - 1:
+        return False
+    leaf = parts[-1]
+    return leaf in node.model_fields and f"{leaf}_file" not in node.model_fields
 
 
 class CommonSettings(BaseSettings):

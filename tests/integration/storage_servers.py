@@ -18,7 +18,6 @@ the fixtures fail loudly (ImportError), never skip.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import os
 import socket
@@ -27,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,25 +230,64 @@ _PRECONDITION_BODY = (
 
 
 @dataclass(frozen=True)
-class TestPki:
-    """A test CA (trusted through ``ca_file``) and a server certificate it issued for
-    localhost/127.0.0.1, plus an unrelated self-signed certificate nobody trusts."""
+class Pki:
+    """A test CA (trusted through ``ca_file``) with a server certificate it issued for
+    localhost/127.0.0.1, and a self-signed certificate for the same names (``self_signed_file``
+    trusts it when given as ``ca_file``)."""
 
     ca_file: Path
     server_context: ssl.SSLContext
+    self_signed_file: Path
     self_signed_context: ssl.SSLContext
 
 
-def make_pki(directory: Path) -> TestPki:
+def make_pki(directory: Path) -> Pki:
     ca = trustme.CA()
     ca_file = directory / "test-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    stranger = trustme.CA()  # its own root: a self-signed chain the client was not told about
+    cert_file, key_file = _self_signed(directory)
     self_signed_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    stranger.issue_cert("localhost", "127.0.0.1").configure_cert(self_signed_context)
-    return TestPki(ca_file, server_context, self_signed_context)
+    self_signed_context.load_cert_chain(cert_file, key_file)
+    return Pki(ca_file, server_context, cert_file, self_signed_context)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "self-signed.pem", directory / "self-signed.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
 
 
 # --- SMTP -----------------------------------------------------------------------------------
@@ -285,7 +323,7 @@ def _authenticate(
         and auth_data.login.decode() == SMTP_USER
         and auth_data.password.decode() == SMTP_PASSWORD
     )
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)
 
 
 @dataclass
@@ -313,6 +351,8 @@ def start_smtp(
         kwargs |= {"tls_context": starttls_context, "require_starttls": True}
     if require_auth:
         kwargs |= {"authenticator": _authenticate, "auth_required": True}
+        # aiosmtpd offers AUTH only after STARTTLS unless told the connection is TLS already.
+        kwargs["auth_require_tls"] = implicit_context is None
     controller = Controller(
         inbox,
         hostname="127.0.0.1",
@@ -334,14 +374,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def iter_lines(data: bytes) -> Iterator[str]:
-    yield from data.decode("utf-8", errors="replace").splitlines()
 
 
 def write_service_account(path: Path) -> Path:

@@ -391,23 +391,27 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _follow(
         self, request: kmock.Request, cursor: int, timeout: float | None, bookmarks: bool
     ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Batches of events after ``cursor``; ends at the timeout or when the client left."""
+        assert request._raw_request is not None
+        transport = request._raw_request.transport
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        next_bookmark = loop.time() + self.bookmark_seconds
         while deadline is None or loop.time() < deadline:
-            wait = self.bookmark_seconds
-            if deadline is not None:
-                wait = min(wait, deadline - loop.time())
+            if transport is None or transport.is_closing():
+                return  # aiohttp does not cancel a handler whose client went away
             async with self._changed:
                 if cursor >= len(self._log):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), max(wait, 0))
+                        await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
                 fresh = self._log[cursor:]
                 cursor = len(self._log)
                 revision = self._revision
             events = [event for _, res, event in fresh if self._wanted(request, res, event)]
-            if not events and bookmarks and not fresh:
+            if not events and bookmarks and loop.time() >= next_bookmark:
                 events = [self._bookmark(request, revision)]
             if events:
+                next_bookmark = loop.time() + self.bookmark_seconds
                 yield copy.deepcopy(events)
 
     def _wanted(

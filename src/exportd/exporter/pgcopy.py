@@ -1,0 +1,306 @@
+"""CSV from PostgreSQL at the speed of ``COPY (query) TO STDOUT``.
+
+Why: formatting CSV in Python costs ~6 s per million rows; PostgreSQL's own COPY writes the same
+rows in about 1.2 s. This module wraps the catalog query so the server does the work the CSV
+writer (:mod:`exportd.exporter.writers.csv`) would do, and only streams bytes to the file:
+
+- parameters: bound by psycopg's ``cursor.copy(sql, params)`` (client-side literal quoting; COPY
+  takes no server-side parameters), inside a ``READ ONLY`` transaction with the export's
+  ``statement_timeout``; values never enter the SQL text any other way.
+- quoting as the CSV writer: numbers unquoted, everything else quoted (``FORCE_QUOTE``), NULL an
+  empty unquoted field, the empty string ``""``; RFC 4180 ``\\r\\n`` line ends; optional BOM.
+- text: characters illegal in XML 1.0 removed (as :mod:`exportd.exporter.cells` does for every
+  format) and text starting with ``=``, ``+``, ``-``, ``@``, TAB or CR prefixed with ``'`` (formula
+  neutralizing). The server checks only the first character of each value; the rare flagged values
+  get the exact treatment in SQL, every other value is cleaned here with one ``bytes.translate``.
+- booleans ``true``/``false``; binary lowercase hex; dates ISO 8601; timestamps in PostgreSQL's
+  ISO form (``2024-01-31 12:00:00+01``, converted to the export's time zone): formatting them
+  like Python's ``isoformat`` in SQL would cost a third more server time. Numbers use
+  PostgreSQL's shortest exact text (``extra_float_digits = 1``), NaN and infinities as
+  ``NaN``/``Infinity``/``-Infinity``.
+- the first and last ``# exportd:`` metadata lines of the CSV writer.
+
+The module imports neither pyarrow nor DuckDB, so a process exporting CSV this way stays small
+(peak RSS about 50 MiB).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from itertools import islice
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from exportd.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.sqlparams import to_pyformat
+
+if TYPE_CHECKING:
+    from exportd.settings import SourceConfig
+
+# The CSV writer's conventions (exportd.exporter.writers.csv); a test holds both to the same output.
+METADATA_PREFIX = "# exportd:"
+LINE_END = b"\r\n"
+BOM = "\ufeff".encode()
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+CONNECT_TIMEOUT_SECONDS = 10
+FLUSH_ROWS = 8192
+# Control characters XML 1.0 forbids (TAB, LF, CR stay); bytes below 0x80 are always whole
+# characters in UTF-8, so deleting them from the stream cannot break a multi-byte character.
+ILLEGAL_BYTES = bytes([*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+NONCHARACTERS = ("\ufffe".encode(), "\uffff".encode())
+_ILLEGAL_REGEX = r"'[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]'"
+
+BOOL_OID = 16
+BYTEA_OID = 17
+NUMBER_OIDS = frozenset({20, 21, 23, 26, 700, 701, 1700})
+PLAIN_QUOTED_OIDS = frozenset({1082, 1083, 1114, 1184, 1266})  # date, time(tz), timestamp(tz)
+
+
+class CsvMetadata(Protocol):
+    """What the metadata lines say (:class:`exportd.exporter.writers.base.ExportMetadata`)."""
+
+    @property
+    def export_id(self) -> str: ...
+    @property
+    def export_type(self) -> str: ...
+    @property
+    def requested_at(self) -> datetime: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    rows_read: int
+    rows_written: int
+    columns: list[str]
+    completed_at: datetime
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def header_line(names: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n").writerow(names)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _text_expression(column: str) -> str:
+    """The CSV writer's text rule in SQL; the exact (slow) form only for flagged values."""
+    cleaned = f"regexp_replace({column}, {_ILLEGAL_REGEX}, '', 'g')"
+    exact = (
+        f"CASE WHEN left({cleaned}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        f"THEN '''' || {cleaned} ELSE {cleaned} END"
+    )
+    return (
+        f"CASE WHEN ascii({column}) < 32 OR ascii({column}) IN (43, 45, 61, 64) "
+        f"THEN {exact} ELSE {column} END"
+    )
+
+
+def column_expression(type_oid: int, column: str) -> tuple[str, bool]:
+    """The SQL producing one CSV field, and whether COPY must quote it."""
+    if type_oid in NUMBER_OIDS:
+        return column, False
+    if type_oid == BOOL_OID:
+        return f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END", True
+    if type_oid == BYTEA_OID:
+        return f"encode({column}, 'hex')", True
+    if type_oid in PLAIN_QUOTED_OIDS:
+        return column, True
+    return _text_expression(f"{column}::text"), True
+
+
+def copy_statement(query: str, type_oids: list[int]) -> str:
+    """``COPY`` of the wrapped query; columns renamed by position, so duplicates are fine."""
+    names = [f"c{i}" for i in range(1, len(type_oids) + 1)]
+    fields = []
+    quoted = []
+    for name, oid in zip(names, type_oids, strict=True):
+        expression, quote = column_expression(oid, f"q.{name}")
+        fields.append(f"{expression} AS {name}")
+        if quote:
+            quoted.append(name)
+    force_quote = f", FORCE_QUOTE ({', '.join(quoted)})" if quoted else ""
+    return (
+        f"COPY (SELECT {', '.join(fields)} FROM ({query}) AS q({', '.join(names)})) "
+        f"TO STDOUT (FORMAT csv{force_quote})"
+    )
+
+
+def connect(config: SourceConfig) -> psycopg.Connection[Any]:
+    """A read-only connection to the configured database (no Arrow imported on the way)."""
+    if config.dsn is None:
+        raise PermanentFailure("a postgres source needs a dsn", reason="SourceConfigInvalid")
+    arguments: dict[str, Any] = conninfo_to_dict(config.dsn.get_secret_value())
+    password = config.resolved_password()
+    if password is not None:
+        arguments["password"] = password
+    arguments.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+    arguments.setdefault("application_name", "exportd")
+    arguments["client_encoding"] = "UTF8"
+    try:
+        connection = psycopg.connect(**arguments, autocommit=False)
+    except psycopg.Error as exc:
+        from exportd.exporter.sources.postgres import connect_failure
+
+        raise connect_failure(exc) from exc
+    connection.read_only = True
+    return connection
+
+
+class PostgresCsvCopy:
+    """One CSV export by COPY on one connection; :meth:`cancel` may come from another thread."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._conn = connection
+        self._cancelled = threading.Event()
+
+    @classmethod
+    def from_config(cls, config: SourceConfig) -> PostgresCsvCopy:
+        return cls(connect(config))
+
+    def run(
+        self,
+        sql: str,
+        params: Mapping[str, Any],
+        output: Path,
+        metadata: CsvMetadata,
+        *,
+        statement_timeout_seconds: int = 300,
+        bom: bool = False,
+        max_rows: int | None = None,
+    ) -> CopyResult:
+        query = to_pyformat(sql.strip().rstrip(";").strip())
+        try:
+            self._begin(statement_timeout_seconds, metadata.timezone)
+            description = self._describe(query, params)
+            names = [column.name for column in description]
+            statement = copy_statement(query, [column.type_code for column in description])
+            with output.open("wb") as file:
+                file.write(BOM if bom else b"")
+                if metadata.enabled:
+                    file.write(_first_line(metadata))
+                file.write(header_line(names))
+                rows_read, rows_written = self._copy(statement, params, file, max_rows)
+                completed_at = datetime.now(UTC)
+                if metadata.enabled:
+                    file.write(_last_line(completed_at, rows_written))
+        except psycopg.Error as exc:
+            raise self._failure(exc, statement_timeout_seconds) from exc
+        finally:
+            self._end()
+        return CopyResult(rows_read, rows_written, names, completed_at)
+
+    def _begin(self, timeout_seconds: int, zone: str) -> None:
+        self._conn.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('TimeZone', %s, true),"
+            " set_config('DateStyle', 'ISO, YMD', true),"
+            " set_config('extra_float_digits', '1', true)",
+            [f"{timeout_seconds * 1000}ms", zone],
+        )
+
+    def _describe(self, query: str, params: Mapping[str, Any]) -> list[psycopg.Column]:
+        with self._conn.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM ({query}) AS exportd_q LIMIT 0", dict(params))
+            return list(cursor.description or [])
+
+    def _copy(
+        self,
+        statement: str,
+        params: Mapping[str, Any],
+        file: BinaryIO,
+        max_rows: int | None,
+    ) -> tuple[int, int]:
+        written = 0
+        with self._conn.cursor() as cursor:
+            with cursor.copy(statement, dict(params)) as copy:
+                rows = iter(copy)
+                # islice pulls the rows in C: no Python code runs per row.
+                while pending := list(islice(rows, FLUSH_ROWS)):
+                    written += _flush(pending, file)
+                    if self._cancelled.is_set():
+                        raise Cancelled("the export was cancelled")
+                    if max_rows is not None and written > max_rows:
+                        break
+            rows_read = cursor.rowcount
+        if max_rows is not None and written > max_rows:
+            raise PermanentFailure(
+                f"the export has more than its limit of {max_rows} rows", reason="TooManyRows"
+            )
+        return rows_read, written
+
+    def _end(self) -> None:
+        if not (self._conn.closed or self._conn.broken):
+            try:
+                self._conn.rollback()
+            except psycopg.Error:
+                self._conn.close()
+
+    def _failure(self, exc: psycopg.Error, timeout_seconds: int) -> ExportdError:
+        if self._cancelled.is_set():
+            return Cancelled("the export was cancelled; its query was cancelled on the server")
+        from exportd.exporter.sources.postgres import classify
+
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return PermanentFailure(
+                f"the query ran longer than its statement timeout of {timeout_seconds} s "
+                "and was cancelled on the server",
+                reason="StatementTimeout",
+            )
+        return classify(exc)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        try:
+            self._conn.cancel()
+        except psycopg.Error:
+            pass  # nothing running, or the connection is gone
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> PostgresCsvCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _flush(rows: list[memoryview], file: BinaryIO) -> int:
+    """Write rows (each ending in LF) with CRLF ends and illegal characters removed."""
+    chunk = b"".join(rows)
+    if chunk.count(b"\n") == len(rows):  # no line break inside a value: every LF ends a row
+        chunk = chunk.replace(b"\n", LINE_END)
+    else:
+        chunk = LINE_END.join([row[:-1] for row in rows]) + LINE_END
+    chunk = chunk.translate(None, ILLEGAL_BYTES)
+    for noncharacter in NONCHARACTERS:
+        if noncharacter in chunk:
+            chunk = chunk.replace(noncharacter, b"")
+    file.write(chunk)
+    return len(rows)
+
+
+def _first_line(metadata: CsvMetadata) -> bytes:
+    return (
+        f"{METADATA_PREFIX} export={metadata.export_id} type={metadata.export_type} "
+        f"requested_at={iso_utc(metadata.requested_at)} timezone={metadata.timezone}\r\n"
+    ).encode()
+
+
+def _last_line(completed_at: datetime, rows: int) -> bytes:
+    completed = iso_utc(completed_at)
+    return f"{METADATA_PREFIX} completed_at={completed} rows={rows}\r\n".encode()
