@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from exportd import __version__
+from exportd import __version__, logs
 from exportd.catalog import Catalog, VariableKind
 from exportd.errors import ExitCode, ExportdError, FieldError, InvalidInput
 from exportd.settings import ApiSettings, ExporterSettings
@@ -56,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the subject (user) the token names")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--scope", action="append", default=[], help="a scope to grant")
+
+    backup = commands.add_parser("backup", help="save export records (and ExportRequests)")
+    backup.add_argument(
+        "--to", type=Path, help="directory the backup goes under (default: DATA_DIR/backups)"
+    )
+    restore = commands.add_parser("restore", help="bring a backup back (never overwrites)")
+    restore.add_argument("source", type=Path, help="a backup directory made by `exportd backup`")
+    commands.add_parser("housekeeping", help="delete what expired and fail stuck exports, once")
     return parser
 
 
@@ -66,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "run":
             return run(args, sys.stdout, sys.stderr)
+        if args.command in ("backup", "restore", "housekeeping"):
+            from exportd.backup import run_command  # the operations commands
+
+            return run_command(args, sys.stdout)
         return token(args, sys.stdout)
     except ExportdError as exc:
         _print_error(exc, sys.stderr)
@@ -92,11 +105,17 @@ def serve(args: argparse.Namespace) -> int:
         settings.public_url = f"http://{settings.host}:{settings.port}"
     if args.print_quickstart:
         print(quickstart(settings), flush=True)
+    logs.setup_process_logging(settings)
+    # uvicorn answers SIGTERM/SIGINT by draining in-flight requests, then re-raises the signal
+    # with the handlers found at start: a no-op handler makes that a normal exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level.lower(),
+        log_config=None,  # exportd.logs: JSON lines, redacted
+        access_log=False,  # our middleware logs requests, without query strings
         timeout_graceful_shutdown=int(settings.cancel_grace_seconds) + 5,
     )
     return 0

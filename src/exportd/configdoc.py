@@ -26,7 +26,7 @@ from pathlib import Path, PurePath
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, EmailStr, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
@@ -56,8 +56,7 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     ),
     "EXPORTD_SOURCES__<NAME>__PASSWORD": ("Password of source `<NAME>`, kept out of the DSN."),
     "EXPORTD_SOURCES__<NAME>__PASSWORD_FILE": (
-        "File holding the password of source `<NAME>`; read at connect time, so a rotated "
-        "Secret is picked up by the next export."
+        "File holding the password of source `<NAME>`; wins over the inline value."
     ),
     "EXPORTD_STORAGE__KIND": "Where finished files are stored.",
     "EXPORTD_STORAGE__ROOT": ("Directory of local storage. Unset: `<data_dir>/files`."),
@@ -127,8 +126,7 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "EXPORTD_BATCH_ROWS": "Rows fetched from the source per batch (bounds the exporter's memory).",
     "EXPORTD_PROGRESS_INTERVAL_SECONDS": "Least time between two progress reports of an export.",
     "EXPORTD_TEMP_DIR": (
-        "Directory of the file being written before it is published. Unset: "
-        "`<data_dir>/tmp`."
+        "Directory of the file being written before it is published. Unset: `<data_dir>/tmp`."
     ),
     "EXPORTD_NAMESPACE": "Namespace the operator watches. Unset: all namespaces.",
     "EXPORTD_EXPORTER_IMAGE": "Container image of the exporter Jobs.",
@@ -219,6 +217,7 @@ _SIMPLE_NAMES: dict[Any, str] = {
     bool: "boolean",
     Path: "path",
     SecretStr: "secret string",
+    EmailStr: "e-mail address",
 }
 
 

@@ -169,9 +169,15 @@ def _connect(config: SmtpConfig) -> smtplib.SMTP:
     assert config.host is not None
     context = tls_context(config)
     if config.mode == "tls":
-        return smtplib.SMTP_SSL(
+        secure = smtplib.SMTP_SSL(
             config.host, config.port, timeout=config.timeout_seconds, context=context
         )
+        try:
+            secure.ehlo()
+        except BaseException:
+            _close(secure)
+            raise
+        return secure
     smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout_seconds)
     try:
         smtp.ehlo()

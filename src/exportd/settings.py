@@ -13,6 +13,7 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,9 @@ from pydantic_settings import (
 
 ENV_PREFIX = "EXPORTD_"
 MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
+# A rate limit as the `limits` library writes it: "10/minute", "100/5 minutes".
+RefundPhase = Literal["Failed", "Cancelled"]
+_RATE = r"^\s*\d+\s*(/|per)\s*(\d+\s+)?(second|minute|hour|day)s?\s*$"
 
 
 class SourceConfig(BaseModel):
@@ -222,6 +226,35 @@ class CommonSettings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     link_expiry_seconds: int = Field(24 * 3600, ge=60)
     log_level: str = "INFO"
+    # -- operations: logs and housekeeping (issue 8) --
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines: `json` (one object per line), `console` (readable), or `auto` "
+        "(console on a terminal, else JSON).",
+    )
+    housekeeping_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Period of housekeeping (expired files and records, stuck exports); 0 "
+        "is not allowed, use a large value to make it rare.",
+    )
+    file_retention_seconds: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="How long a finished export's file is kept; after it, housekeeping deletes "
+        "the file and no new link is issued.",
+    )
+    record_retention_seconds: int = Field(
+        30 * 24 * 3600,
+        ge=60,
+        description="How long finished export records (and ExportRequests) are kept.",
+    )
+    stuck_after_seconds: int = Field(
+        900,
+        ge=60,
+        description="A Running export with no live exporter and no status change for this "
+        "long is failed by housekeeping (reason `Stuck`).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -302,6 +335,109 @@ class ApiSettings(CommonSettings):
     sync_wait_seconds: float = Field(60.0, ge=0, le=600)
     exporter_command: list[str] = Field(default_factory=list)
     kubernetes_namespace: str = "default"
+    events_heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Quiet time after which an export's event stream sends a heartbeat comment "
+        "(keeps proxies from closing it, and finds clients that left).",
+    )
+    readiness_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Period of the self-check behind /readyz (probes read its cached result).",
+    )
+    readiness_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Time one dependency may take to answer the self-check."
+    )
+    # -- protection: tokens, rate limits, throttling, credits, idempotency, input (issue 7) --
+    jwt_public_key: str | None = Field(
+        None,
+        description="PEM public key verifying RS256/ES256 tokens (or `_FILE`); set at most one "
+        "of it and `jwt_jwks_url`.",
+    )
+    jwt_jwks_url: str | None = Field(
+        None,
+        description="JWKS URL of the identity provider: keys chosen by the token's `kid`, "
+        "cached, fetched again at most once a minute on an unknown `kid`.",
+    )
+    jwt_admin_scope: str = Field(
+        "exports:admin", description="Token scope that may read and cancel every user's exports."
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis holding rate-limit counters shared by all API replicas (e.g. "
+        "`redis://127.0.0.1:6379/0`). Unset: counters in this process's memory.",
+    )
+    redis_key_prefix: str = Field("exportd", description="Prefix of every rate-limit key in Redis.")
+    rate_limits_enabled: bool = Field(True, description="Answer 429 beyond the limits below.")
+    rate_limit_create_per_user: str = Field(
+        "30/minute",
+        pattern=_RATE,
+        description="Export creations per user (`N/second`, `N/minute`, `N/hour`, `N/day` or "
+        "`N/M minutes`).",
+    )
+    rate_limit_create_per_ip: str = Field(
+        "120/minute", pattern=_RATE, description="Export creations per client IP address."
+    )
+    rate_limit_read_per_user: str = Field(
+        "1200/minute", pattern=_RATE, description="Other authenticated requests per user."
+    )
+    rate_limit_read_per_ip: str = Field(
+        "3000/minute", pattern=_RATE, description="Other authenticated requests per client IP."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For` is "
+        "believed when finding the client IP. Empty: the peer address is the client.",
+    )
+    max_running_per_user: int = Field(
+        2, ge=1, le=64, description="Exports of one user running at once; the rest queue."
+    )
+    max_queued_exports: int = Field(
+        100, ge=0, description="Exports waiting in all; beyond it creating one answers 503."
+    )
+    max_queued_per_user: int = Field(
+        10, ge=0, description="Exports of one user waiting; beyond it creating one answers 503."
+    )
+    queue_full_retry_after_seconds: int = Field(
+        30, ge=1, le=3600, description="`Retry-After` of the 503 answered when the queue is full."
+    )
+    credits_enabled: bool = Field(True, description="Charge one credit per accepted export.")
+    credits_initial: int = Field(5, ge=0, description="Credits of a user never seen before.")
+    credits_cap: int = Field(
+        5, ge=0, description="The daily credit is added only while the balance is below this."
+    )
+    credits_per_day: int = Field(1, ge=0, description="Credits added at each local midnight.")
+    credits_timezone: str = Field(
+        "UTC", description="IANA time zone whose midnight adds the daily credit."
+    )
+    credits_refund_on: list[RefundPhase] = Field(
+        default_factory=lambda: list(get_args(RefundPhase)),
+        description="Final phases that give the export's credit back.",
+    )
+    idempotency_ttl_seconds: int = Field(
+        24 * 3600, ge=60, description="How long an `Idempotency-Key` and its response are kept."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body; larger ones are answered 413."
+    )
+
+    @field_validator("credits_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_token_key(self) -> ApiSettings:
+        if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
+            raise ValueError("set at most one of jwt_public_key and jwt_jwks_url")
+        return self
 
     @property
     def state_db_path(self) -> Path:
@@ -385,4 +521,11 @@ class OperatorSettings(CommonSettings):
     )
     liveness_port: int = Field(
         8080, ge=1, le=65535, description="Port of the operator's /healthz liveness endpoint."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus /metrics, on all interfaces (0: not "
+        "served; the Helm chart sets 9090).",
     )

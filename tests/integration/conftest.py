@@ -25,6 +25,7 @@ from exportd.api.backends.embedded import EmbeddedBackend
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings, SourceConfig
 from exportd.tokens import mint_token
+from tests.k8s.api import count_export_requests, kubernetes_app
 
 JWT_SECRET = "integration-test-secret-of-sufficient-length"
 SHIPPED_CATALOG = Path(__file__).parents[2] / "src" / "exportd" / "data" / "catalog.yaml"
@@ -138,6 +139,9 @@ BACKEND_FACTORIES: dict[str, BackendFactory] = {"embedded": _embedded}
 RECORD_COUNTERS: dict[str, Callable[[Api], int]] = {
     "embedded": lambda api: count_export_records(api.settings)
 }
+# The Kubernetes backend, on a test cluster of its own (emulator, kubelet, operator: tests/k8s).
+BACKEND_FACTORIES["kubernetes"] = kubernetes_app
+RECORD_COUNTERS["kubernetes"] = lambda api: count_export_requests(api.app)
 
 
 @pytest.fixture

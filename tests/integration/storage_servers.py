@@ -6,7 +6,8 @@ What each emulator enforces (checked by the tests that use them):
 - moto 5 (server mode) checks ``If-None-Match: *`` on PutObject and CompleteMultipartUpload
   and answers 412. It checks, then writes, so two requests handled at once on two threads
   could both pass; the server here therefore runs single-threaded, which makes that check and
-  write atomic, as S3 itself guarantees.
+  write atomic, as S3 itself guarantees. It reports every multipart upload as initiated on
+  2010-11-10, so the age filter of ``abort_stale_uploads`` cannot be exercised against it.
 - gcp-storage-emulator ignores ``ifGenerationMatch`` entirely (a second upload overwrites) and
   does not check signatures of signed URLs. The GCS tests therefore show that every upload
   request carries ``ifGenerationMatch=0`` (through :class:`RecordingProxy`) and how a 412 from
@@ -18,6 +19,7 @@ the fixtures fail loudly (ImportError), never skip.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -37,11 +39,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from exportd.settings import SmtpConfig, StorageConfig
+
 S3_REGION = "us-east-1"
 S3_KEY_ID = "testing-key-id"
 S3_SECRET = "testing-secret-key"
 SMTP_USER = "exportd"
 SMTP_PASSWORD = "smtp-test-password"
+MiB = 1024 * 1024
 
 # moto needs no credentials of its own, but boto3 does; these are fake and loopback-only.
 _MOTO_SCRIPT = """
@@ -315,6 +320,17 @@ class Inbox:
         return "250 OK"
 
 
+class DroppingInbox(Inbox):
+    """Keeps the message, then drops the connection before its 250 reply reaches the client:
+    the sender cannot know the message was accepted."""
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        await super().handle_DATA(server, session, envelope)
+        assert server.transport is not None
+        server.transport.abort()
+        return "250 OK"
+
+
 def _authenticate(
     server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
 ) -> AuthResult:
@@ -341,10 +357,11 @@ def start_smtp(
     starttls_context: ssl.SSLContext | None = None,
     implicit_context: ssl.SSLContext | None = None,
     require_auth: bool = False,
+    inbox: Inbox | None = None,
 ) -> SmtpServer:
     """``starttls_context``: offers STARTTLS and refuses mail before it; ``implicit_context``:
     TLS from the first byte; neither: a plaintext-only server that does not offer STARTTLS."""
-    inbox = Inbox()
+    inbox = inbox or Inbox()
     port = free_port()
     kwargs: dict[str, Any] = {}
     if starttls_context is not None:
@@ -401,3 +418,136 @@ def write_service_account(path: Path) -> Path:
     }
     path.write_text(json.dumps(info), encoding="utf-8")
     return path
+
+
+# --- child processes ------------------------------------------------------------------------
+
+# A second process publishing through storage_from_settings, configured only by EXPORTD_*
+# variables, as an exporter is. Waits for ``go`` to exist (if given) so two can start together.
+_PUBLISH_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from exportd.settings import ExporterSettings
+from exportd.storage import storage_from_settings
+path, key, sha256, go = sys.argv[1:5]
+storage = storage_from_settings(ExporterSettings())
+while go and not Path(go).exists():
+    time.sleep(0.005)
+stored = storage.publish(Path(path), key, content_type="text/csv", download_name="race.csv",
+                         sha256=sha256)
+print(json.dumps({"created": stored.created, "sha256": stored.sha256}), flush=True)
+"""
+
+
+def child_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """The test process's environment without its EXPORTD_* variables, plus ``settings_env``."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    return kept | settings_env
+
+
+def start_publisher(
+    settings_env: dict[str, str], path: Path, key: str, sha256: str, go: Path | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _PUBLISH_SCRIPT, str(path), key, sha256, str(go or "")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(settings_env),
+        cwd=Path(__file__).parents[2],
+    )
+
+
+def s3_config(url: str, bucket: str, **overrides: Any) -> StorageConfig:
+    """moto-ready S3 settings with small parts (5 MiB, the S3 minimum) to keep tests quick."""
+    values: dict[str, Any] = {
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": url,
+        "region": S3_REGION,
+        "access_key_id": S3_KEY_ID,
+        "secret_access_key": S3_SECRET,
+        "addressing_style": "path",
+        "multipart_threshold_bytes": 5 * MiB,
+        "part_size_bytes": 5 * MiB,
+        "max_attempts": 2,
+        "timeout_seconds": 30,
+    }
+    return StorageConfig.model_validate(values | overrides)
+
+
+def storage_env(config: StorageConfig, tmp_path: Path) -> dict[str, str]:
+    """``config`` as EXPORTD_STORAGE__* variables; an S3 secret key goes through a _FILE."""
+    env = {
+        f"EXPORTD_STORAGE__{name.upper()}": str(value)
+        for name, value in config.model_dump(exclude_none=True).items()
+        if name != "secret_access_key"
+    }
+    if config.secret_access_key is not None:
+        secret = tmp_path / "s3-secret"
+        secret.write_text(config.secret_access_key.get_secret_value() + "\n", encoding="utf-8")
+        env["EXPORTD_STORAGE__SECRET_ACCESS_KEY_FILE"] = str(secret)
+    return env | {"EXPORTD_DATA_DIR": str(tmp_path / "child-data")}
+
+
+def write_random(path: Path, size: int) -> str:
+    """A file of ``size`` bytes no two MiB of which are equal; returns its SHA-256."""
+    digest = hashlib.sha256()
+    block = os.urandom(MiB)
+    with path.open("wb") as handle:
+        for offset in range(0, size, MiB):
+            chunk = block[: min(MiB, size - offset)]
+            if len(chunk) >= 8:
+                chunk = offset.to_bytes(8, "big") + chunk[8:]
+            handle.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_DELIVER_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from exportd.delivery import deliver
+from exportd.errors import ExportdError
+from exportd.settings import ExporterSettings
+from exportd.spec import ExportSpec
+from exportd.storage import StoredObject, storage_from_settings
+spec = ExportSpec.model_validate_json(sys.argv[1])
+stored = StoredObject(**json.loads(sys.argv[2]))
+go = sys.argv[3]
+settings = ExporterSettings()
+storage = storage_from_settings(settings)
+while go and not Path(go).exists():
+    time.sleep(0.005)
+try:
+    print(deliver(spec, stored, storage, settings).model_dump_json(), flush=True)
+except ExportdError as exc:
+    print(json.dumps({"error": exc.reason}), flush=True)
+"""
+
+
+def smtp_env(config: SmtpConfig, tmp_path: Path) -> dict[str, str]:
+    """``config`` as EXPORTD_SMTP__* variables, the password through EXPORTD_SMTP__PASSWORD_FILE."""
+    env = {
+        f"EXPORTD_SMTP__{name.upper()}": str(value)
+        for name, value in config.model_dump(exclude_none=True).items()
+        if name != "password"
+    }
+    if config.password is not None:
+        secret = tmp_path / "smtp-password"
+        secret.write_text(config.password.get_secret_value() + "\n", encoding="utf-8")
+        env["EXPORTD_SMTP__PASSWORD_FILE"] = str(secret)
+    return env
+
+
+def start_deliverer(
+    settings_env: dict[str, str], spec_json: str, stored_json: str, go: Path
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _DELIVER_SCRIPT, spec_json, stored_json, str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(settings_env),
+        cwd=Path(__file__).parents[2],
+    )

@@ -18,8 +18,8 @@ from exportd.settings import SmtpConfig
 from tests.integration.storage_servers import (
     SMTP_PASSWORD,
     SMTP_USER,
-    SmtpServer,
     Pki,
+    SmtpServer,
     free_port,
     make_pki,
     start_smtp,
@@ -78,7 +78,8 @@ def test_starttls_with_trusted_ca_and_login_delivers_the_message_intact(
     parsed = email.message_from_bytes(received.content, policy=email.policy.default)
     assert parsed["Message-ID"] == "<exp-test.export@example.org>"
     body = parsed.get_body(("plain",))
-    assert body is not None and ".\nthe line above" in body.get_content()
+    assert body is not None
+    assert body.get_content().replace("\r\n", "\n") == "hello\n.\nthe line above is a lone dot\n"
     [part] = list(parsed.iter_attachments())
     assert part.get_filename() == "données.csv"
     assert part.get_content() == "a,b\n1,2\n"
@@ -114,12 +115,24 @@ def test_self_signed_certificate_is_refused_unless_configured_trusted(pki: Pki) 
         server.stop()
 
 
+# The server is told TLS is not "required" because it speaks TLS from the first byte.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_implicit_tls_mode_delivers(pki: Pki) -> None:
     server = start_smtp(implicit_context=pki.server_context, require_auth=True)
     try:
         config = smtp_config(server.port, mode="tls", ca_file=pki.ca_file)
         mail.send_message(config, a_message())
         assert [m.recipients for m in server.inbox.messages] == [(RECIPIENT,)]
+    finally:
+        server.stop()
+
+
+def test_implicit_tls_without_login_delivers(pki: Pki) -> None:
+    server = start_smtp(implicit_context=pki.server_context)
+    try:
+        config = smtp_config(server.port, mode="tls", ca_file=pki.ca_file, username=None)
+        mail.send_message(config, a_message())
+        assert len(server.inbox.messages) == 1
     finally:
         server.stop()
 

@@ -12,7 +12,7 @@ import pytest
 
 from exportd.errors import ExitCode
 from tests.k8s.cluster import LocalCluster
-from tests.k8s.fixtures import anyio_backend, cluster, operator  # noqa: F401
+from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture, operator_fixture  # noqa: F401
 from tests.k8s.operator import OperatorThread
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

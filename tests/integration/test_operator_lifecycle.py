@@ -19,7 +19,7 @@ import pytest
 from exportd import exportrequest as er
 from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
 from tests.k8s.cluster import NAMESPACE, LocalCluster
-from tests.k8s.fixtures import anyio_backend, cluster, download, operator  # noqa: F401
+from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture, download, operator_fixture  # noqa: F401
 from tests.k8s.operator import OperatorThread
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

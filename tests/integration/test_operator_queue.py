@@ -9,7 +9,7 @@ import pytest
 
 from exportd import exportrequest as er
 from tests.k8s.cluster import NAMESPACE, LocalCluster
-pytest_plugins = ["tests.k8s.fixtures"]
+from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from kubernetes.aio.client import ApiClient, Configuration
 
 from exportd import exportrequest as er
@@ -21,7 +20,7 @@ from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
 from exportd.operator.kube import KubeApi
 from exportd.operator.reconcile import JobCreation, StatusPatch
 from tests.k8s.cluster import NAMESPACE, LocalCluster
-from tests.k8s.fixtures import anyio_backend, cluster  # noqa: F401
+from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,21 +81,52 @@ def write_catalog(directory: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ExportSetup:
+    """What the exporter, the operator and the API must agree on."""
+
+    data_dir: Path
+    catalog_path: Path
+    sample_db: Path
+    signing_key: str = SIGNING_KEY
+    public_url: str = PUBLIC_URL
+
+    def exporter_env(self) -> dict[str, str]:
+        sources = {
+            "sample": {"kind": "duckdb", "path": str(self.sample_db)},
+            "missing": {"kind": "duckdb", "path": str(self.data_dir / "no-such-database.duckdb")},
+        }
+        return {
+            "EXPORTD_DATA_DIR": str(self.data_dir),
+            "EXPORTD_CATALOG_PATH": str(self.catalog_path),
+            "EXPORTD_SOURCES": json.dumps(sources),
+            "EXPORTD_PUBLIC_URL": self.public_url,
+            "EXPORTD_PROGRESS_INTERVAL_SECONDS": "0.1",
+        }
+
+
 @dataclass
 class LocalCluster:
     api: ApiServer
     url: str
     kubelet: Kubelet
-    data_dir: Path
-    catalog_path: Path
+    setup: ExportSetup
     session: aiohttp.ClientSession
+
+    @property
+    def data_dir(self) -> Path:
+        return self.setup.data_dir
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.setup.catalog_path
 
     def operator_settings(self, **overrides: Any) -> OperatorSettings:
         values: dict[str, Any] = {
             "data_dir": self.data_dir,
             "catalog_path": self.catalog_path,
-            "signing_key": SIGNING_KEY,
-            "public_url": PUBLIC_URL,
+            "signing_key": self.setup.signing_key,
+            "public_url": self.setup.public_url,
             "exporter_env_config_map": EXPORTER_CONFIG_MAP,
             "exporter_env_secret": EXPORTER_SECRET,
             "max_running_jobs": 4,
@@ -154,42 +186,29 @@ async def _apply(session: aiohttp.ClientSession, url: str, body: Mapping[str, An
         assert response.status == 201, await response.text()
 
 
-def exporter_env(data_dir: Path, catalog_path: Path, sample_db: Path) -> dict[str, str]:
-    sources = {
-        "sample": {"kind": "duckdb", "path": str(sample_db)},
-        "missing": {"kind": "duckdb", "path": str(data_dir / "no-such-database.duckdb")},
-    }
-    return {
-        "EXPORTD_DATA_DIR": str(data_dir),
-        "EXPORTD_CATALOG_PATH": str(catalog_path),
-        "EXPORTD_SOURCES": json.dumps(sources),
-        "EXPORTD_PUBLIC_URL": PUBLIC_URL,
-        "EXPORTD_PROGRESS_INTERVAL_SECONDS": "0.1",
-    }
-
-
-async def _seed(session: aiohttp.ClientSession, data_dir: Path, catalog: Path, db: Path) -> None:
+async def _seed(session: aiohttp.ClientSession, setup: ExportSetup) -> None:
     crd = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
     await _apply(session, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    config_map = {
-        "metadata": {"name": EXPORTER_CONFIG_MAP},
-        "data": exporter_env(data_dir, catalog, db),
-    }
+    config_map = {"metadata": {"name": EXPORTER_CONFIG_MAP}, "data": setup.exporter_env()}
     await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/configmaps", config_map)
-    secret_data = {"EXPORTD_SIGNING_KEY": base64.b64encode(SIGNING_KEY.encode()).decode()}
+    secret_data = {"EXPORTD_SIGNING_KEY": base64.b64encode(setup.signing_key.encode()).decode()}
     secret = {"metadata": {"name": EXPORTER_SECRET}, "type": "Opaque", "data": secret_data}
     await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
 
 
 @asynccontextmanager
 async def local_cluster(
-    workdir: Path, sample_db: Path, *, retry_delay: float = 0.0
+    workdir: Path, sample_db: Path, *, setup: ExportSetup | None = None
 ) -> AsyncIterator[LocalCluster]:
-    data_dir = workdir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    catalog_path = write_catalog(workdir / "catalog")
+    """A cluster under ``workdir``; ``setup`` defaults to a data directory and the test
+    catalog there, the sample database, and the test signing key."""
+    if setup is None:
+        setup = ExportSetup(workdir / "data", write_catalog(workdir / "catalog"), sample_db)
+    setup.data_dir.mkdir(parents=True, exist_ok=True)
     api = ApiServer()
-    api.resources.load_bundled()
+    with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        api.resources.load_bundled()
     async with api, kmock.Server(api) as server:
         url = str(server.url).rstrip("/")
         # Inside a pod the exporter finds the API at kubernetes.default.svc with its token;
@@ -199,7 +218,11 @@ async def local_cluster(
             "EXPORTD_KUBE_TOKEN_PATH": str(workdir / "no-token"),
         }
         async with aiohttp.ClientSession(base_url=url) as session:
-            await _seed(session, data_dir, catalog_path, sample_db)
-            kubelet = Kubelet(url, workdir / "pods", node_env=node_env, retry_delay=retry_delay)
-            async with kubelet:
-                yield LocalCluster(api, url, kubelet, data_dir, catalog_path, session)
+            await _seed(session, setup)
+            async with Kubelet(url, workdir / "pods", node_env=node_env) as kubelet:
+                yield LocalCluster(api, url, kubelet, setup, session)
+                import time
+                t0 = time.monotonic()
+            print("KUBELET", time.monotonic() - t0)
+        print("SESSION", time.monotonic() - t0)
+    print("SERVER", time.monotonic() - t0)

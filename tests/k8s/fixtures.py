@@ -1,4 +1,5 @@
-"""pytest fixtures for tests that need the test cluster; import them into a test module.
+"""pytest fixtures for tests that need the test cluster; import them into a test module
+(``from tests.k8s.fixtures import cluster_fixture  # noqa: F401`` provides ``cluster``).
 
 ``cluster`` is a fresh emulator, kubelet and data directory per test (kmock slows down as its
 request log grows, so nothing is shared); ``operator`` runs the real operator against it.
@@ -20,19 +21,19 @@ from tests.k8s.cluster import PUBLIC_URL, SIGNING_KEY, LocalCluster, local_clust
 from tests.k8s.operator import OperatorThread
 
 
-@pytest.fixture
-def anyio_backend() -> str:
+@pytest.fixture(name="anyio_backend")
+def anyio_backend_fixture() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, sample_db: Path) -> AsyncIterator[LocalCluster]:
+@pytest.fixture(name="cluster")
+async def cluster_fixture(tmp_path: Path, sample_db: Path) -> AsyncIterator[LocalCluster]:
     async with local_cluster(tmp_path, sample_db) as running:
         yield running
 
 
-@pytest.fixture
-async def operator(cluster: LocalCluster) -> AsyncIterator[OperatorThread]:
+@pytest.fixture(name="operator")
+async def operator_fixture(cluster: LocalCluster) -> AsyncIterator[OperatorThread]:
     running = cluster.operator()
     running.start()
     await running.wait_ready()

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeGuard, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel
 
 from exportd import configdoc
-from exportd.settings import (
-    ApiSettings,
-    ExporterSettings,
-    OperatorSettings,
-    SourceConfig,
-    StorageConfig,
-)
+from exportd.settings import ApiSettings, ExporterSettings, OperatorSettings
 
 OPERATIONS_MD = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
@@ -59,19 +54,24 @@ def test_drift_check_names_a_removed_line_and_an_invented_one(document: str) -> 
     assert configdoc.reference_drift(doctored) == (["EXPORTD_PORT"], ["EXPORTD_NOT_A_SETTING"])
 
 
+def _is_model(annotation: object) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _expected_env_names(model: type[BaseModel], prefix: str) -> set[str]:
-    """Walks the classes named in the issue by hand, independently of the generator."""
-    nested: dict[str, tuple[type[BaseModel], str]] = {
-        "storage": (StorageConfig, "STORAGE__"),
-        "sources": (SourceConfig, "SOURCES__<NAME>__"),
-    }
+    """Walks a settings class by hand, independently of the generator: a field whose type is a
+    model nests with ``__``, a dict of models with ``__<NAME>__``."""
     names: set[str] = set()
-    for field_name in model.model_fields:
-        if field_name in nested:
-            inner, inner_prefix = nested[field_name]
-            names |= _expected_env_names(inner, prefix + inner_prefix)
+    for field_name, field in model.model_fields.items():
+        env = prefix + field_name.upper()
+        annotation = field.annotation
+        value_type = get_args(annotation)[1] if get_origin(annotation) is dict else None
+        if _is_model(annotation):
+            names |= _expected_env_names(annotation, env + "__")
+        elif _is_model(value_type):
+            names |= _expected_env_names(value_type, env + "__<NAME>__")
         else:
-            names.add(prefix + field_name.upper())
+            names.add(env)
     return names
 
 
@@ -82,7 +82,7 @@ def test_every_field_of_each_settings_class_and_nested_model_is_documented(
     documented = set(configdoc.documented_envs(document))
     expected = _expected_env_names(settings_class, "EXPORTD_")
     assert expected - documented == set()
-    assert "EXPORTD_STORAGE__KIND" in expected and "EXPORTD_SOURCES__<NAME>__DSN" in expected
+    assert {"EXPORTD_STORAGE__KIND", "EXPORTD_SOURCES__<NAME>__DSN", "EXPORTD_DATA_DIR"} <= expected
 
 
 def test_every_setting_has_a_meaning_and_no_fallback_is_orphaned() -> None:

@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from exportd import __version__
+from exportd.api import observability, probes
 from exportd.api.auth import BearerAuthMiddleware
 from exportd.api.backends import backend_from_settings
 from exportd.api.backends.base import ExportBackend
 from exportd.api.context import ApiContext
+from exportd.api.observability import ObservabilityMiddleware, UserContextMiddleware, operations
 from exportd.api.problems import install_problem_handlers
-from exportd.api.routes import exports, files, meta
+from exportd.api.routes import events, exports, files, meta, page
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
@@ -38,7 +40,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await context.backend.start()
         try:
-            yield
+            async with operations(_app, context):  # readiness self-check, housekeeping
+                yield
         finally:
             await context.backend.stop()
 
@@ -51,7 +54,10 @@ def create_app(
     )
     app.state.exportd = context
     install_problem_handlers(app)
+    app.add_middleware(UserContextMiddleware)  # inside the bearer check: sees the user
     app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
-    for module in (meta, exports, files):
+    app.add_middleware(ObservabilityMiddleware)  # outermost: request id, metrics, access log
+    # page first: it owns GET /, the web page.
+    for module in (page, probes, observability, meta, exports, events, files):
         app.include_router(module.router)
     return app

@@ -22,7 +22,7 @@ from exportd.tokens import InvalidToken, Principal, TokenVerifier
 
 PRINCIPAL_SCOPE_KEY = "exportd.principal"
 PUBLIC_PATHS = frozenset({"/", "/livez", "/readyz", "/metrics", "/openapi.json", "/docs"})
-PUBLIC_PREFIXES = (f"{DOWNLOAD_ROUTE}/",)
+PUBLIC_PREFIXES = (f"{DOWNLOAD_ROUTE}/", "/static/")  # /static: the web page's files
 REALM = "exportd"
 
 

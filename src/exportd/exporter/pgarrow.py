@@ -136,7 +136,7 @@ class PostgresArrowSource(Source):
         duck = self._open_duckdb(options)
         try:
             result = duck.execute("SELECT * FROM postgres_query('pg', $1)", [literal_sql])
-            reader = result.fetch_record_batch(max(options.batch_rows, FAST_BATCH_ROWS))
+            reader = result.to_arrow_reader(max(options.batch_rows, FAST_BATCH_ROWS))
             schema = pa.schema(
                 [field.with_name(name) for field, name in zip(reader.schema, names, strict=True)]
             )

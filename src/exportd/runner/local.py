@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import logging
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from exportd import logs, metrics
 from exportd.catalog import Catalog
 from exportd.errors import ExitCode, InvalidInput
 from exportd.runner import child
@@ -79,6 +81,7 @@ class LocalRunner:
 
     async def start(self) -> None:
         self._lock_data_dir()
+        metrics.track_queue(lambda: len(self._queue), lambda: len(self._active))
         await self._recover()
         await self._admit()
 
@@ -161,7 +164,8 @@ class LocalRunner:
             while self._queue and len(self._active) < self.settings.max_running_exports:
                 active = _Active(self._queue.popleft())
                 self._active[active.export_id] = active
-                active.task = asyncio.create_task(self._run(active))
+                # A fresh context: the task must not carry the log fields of whoever admitted it.
+                active.task = asyncio.create_task(self._run(active), context=contextvars.Context())
             await self._publish_positions()
 
     async def _publish_positions(self) -> None:
@@ -174,6 +178,10 @@ class LocalRunner:
             status = record.status.evolve(phase=Phase.QUEUED, queue_position=position)
             await self._write(export_id, status, expected_phases=WAITING_PHASES)
 
+    def is_running(self, export_id: str) -> bool:
+        """Whether this runner holds a slot for the export (its process runs or will retry)."""
+        return export_id in self._active
+
     def queue_position(self, export_id: str) -> int | None:
         try:
             return self._queue.index(export_id) + 1
@@ -183,6 +191,7 @@ class LocalRunner:
     # -- one export -------------------------------------------------------------------------
 
     async def _run(self, active: _Active) -> None:
+        logs.export_id_var.set(active.export_id)  # this task's own context (see _admit)
         try:
             await self._attempts(active)
         except Exception:
@@ -309,6 +318,7 @@ class LocalRunner:
         await self._write(
             record.id, current.status.evolve(error=error), expected_phases=[Phase.RUNNING]
         )
+        metrics.observe_retry(record.spec, error)
         return False
 
     async def _backoff(self, active: _Active, attempts: int) -> None:
@@ -386,6 +396,8 @@ class LocalRunner:
         record = await self.store.update_status(
             export_id, status, pid=pid, expected_phases=expected_phases
         )
+        if record is not None and expected_phases is not None and status.phase.is_terminal:
+            metrics.observe_finished(record.spec, record.status)  # the one terminal write
         self.events.publish(export_id)
         return record
 

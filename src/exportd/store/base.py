@@ -6,9 +6,10 @@ async driver; the SQLite store runs its short transactions in a worker thread.
 
 Writes are compare-and-set friendly: :meth:`StateStore.update_status` can require the record's
 ``version`` or current phase, so two writers (a runner and a cancel request) never overwrite each
-other silently. Credits and idempotency keys (issue 7) are meant to join as further tables and
-methods of the same store, so a debit, an idempotency key and the record it creates can be
-written in one transaction.
+other silently. Credits and idempotency keys live in the same store, so a debit, an idempotency
+key and the record it creates are written in one transaction (:meth:`StateStore.admit`, rules in
+:mod:`exportd.store.admission`), and a record reaching Failed or Cancelled gives its credit back
+in the transaction that records the phase.
 """
 
 from __future__ import annotations
@@ -17,17 +18,23 @@ import base64
 import binascii
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from exportd.errors import FieldError, InvalidInput
 from exportd.settings import ApiSettings
-from exportd.spec import ExportSpec, ExportStatus, Phase, utc_now
+from exportd.spec import TERMINAL_PHASES, ExportSpec, ExportStatus, Phase, utc_now
+
+if TYPE_CHECKING:
+    from exportd.credits import CreditAccount, CreditPolicy
+    from exportd.store.admission import Admission, Admitted, StoredResponse
 
 LIST_LIMIT_MAX = 100
+Clock = Callable[[], datetime]
 
 
 class ExportRecord(BaseModel):
@@ -122,9 +129,10 @@ class StateStore(ABC):
 
     @abstractmethod
     async def list_for_owner(
-        self, owner: str, limit: int = 20, cursor: str | None = None
+        self, owner: str | None, limit: int = 20, cursor: str | None = None
     ) -> ExportPage:
-        """The owner's records, newest first, ``limit`` at a time after ``cursor``."""
+        """The owner's records (everyone's for ``None``), newest first, ``limit`` at a time
+        after ``cursor``."""
 
     @abstractmethod
     async def list_by_phase(self, phases: Collection[Phase]) -> list[ExportRecord]:
@@ -152,19 +160,83 @@ class StateStore(ABC):
         """Several unconditional status updates; stores may batch them in one transaction."""
         return [await self.update_status(i, status, pid=pid) for i, status, pid in updates]
 
+    # -- housekeeping: finished records past their retention (exportd.housekeeping) -----------
+
+    async def list_finished(
+        self, created_before: datetime, limit: int = 500, after: PageCursor | None = None
+    ) -> list[ExportRecord]:
+        """Terminal records created before ``created_before``, oldest first (created_at, id),
+        at most ``limit`` of them after ``after``. Stores should override this generic version
+        (it reads every terminal record) with one indexed query."""
+        records = [
+            record
+            for record in await self.list_by_phase(TERMINAL_PHASES)
+            if record.created_at < created_before
+            and (
+                after is None
+                or (record.created_at, record.id) > (after.created_at, after.export_id)
+            )
+        ]
+        return records[:limit]
+
+    async def delete_finished(self, export_id: str, version: int) -> bool:
+        """Delete a terminal record that is still at ``version`` (compare-and-delete, so two
+        housekeeping runs delete it once); ``False`` when it changed or is already gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete records yet")
+
+    # -- admission: idempotency keys, queue limits, credits ---------------------------------
+
+    @abstractmethod
+    async def admit(self, admission: Admission) -> Admitted:
+        """Claim the idempotency key, check the queue, debit and insert the record, in one
+        transaction; raise (and leave nothing behind) to refuse. See
+        :func:`exportd.store.admission.admit`."""
+
+    @abstractmethod
+    async def credit_account(
+        self, owner: str, policy: CreditPolicy, now: datetime
+    ) -> CreditAccount:
+        """The owner's account as of ``now`` (accrued; opening balance if never seen)."""
+
+    @abstractmethod
+    async def refund(self, export_id: str) -> bool:
+        """Give back the credit the export took; once only (``False`` after that)."""
+
+    @abstractmethod
+    async def complete_key(self, owner: str, key: str, response: StoredResponse) -> None:
+        """Store the response of a claimed idempotency key, to be replayed."""
+
+    @abstractmethod
+    async def release_key(self, owner: str, key: str) -> None:
+        """Forget a pending claim whose request ended before creating anything."""
+
+    @abstractmethod
+    async def purge_expired_keys(self, now: datetime) -> int:
+        """Delete idempotency keys past their expiry; how many were deleted."""
+
 
 def clamp_limit(limit: int) -> int:
     return max(1, min(limit, LIST_LIMIT_MAX))
 
 
-def store_from_settings(settings: ApiSettings) -> StateStore:
-    """The store named by ``state_db_url`` (``sqlite:///path``), SQLite under data_dir by
-    default."""
+def store_from_settings(settings: ApiSettings, *, clock: Clock | None = None) -> StateStore:
+    """The store named by ``state_db_url``: ``sqlite:///path`` or ``postgresql://...``; SQLite
+    under data_dir by default. Credits are refunded by the policy of ``settings``."""
+    from exportd.credits import CreditPolicy
+
+    policy = CreditPolicy.from_settings(settings)
+    now = clock or utc_now
+    url = settings.state_db_url
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        from exportd.store.postgres import PostgresStateStore
+
+        return PostgresStateStore(url, credit_policy=policy, clock=now)
     from exportd.store.sqlite import SqliteStateStore
 
-    url = settings.state_db_url
     if url is None:
-        return SqliteStateStore(settings.state_db_path)
+        return SqliteStateStore(settings.state_db_path, credit_policy=policy, clock=now)
     if url.startswith("sqlite:///"):
-        return SqliteStateStore(url.removeprefix("sqlite:///") or settings.state_db_path)
-    raise ValueError(f"unsupported state_db_url {url.split(':', 1)[0]!r}: only sqlite:/// exists")
+        path = url.removeprefix("sqlite:///") or settings.state_db_path
+        return SqliteStateStore(path, credit_policy=policy, clock=now)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported state_db_url {scheme!r}: use sqlite:/// or postgresql://")

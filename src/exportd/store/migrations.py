@@ -39,6 +39,47 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX exports_by_phase ON exports (phase, created_at, id)",
         ),
     ),
+    Migration(
+        2,
+        "credits and idempotency keys",
+        (
+            """
+            CREATE TABLE credit_accounts (
+                owner      TEXT PRIMARY KEY,
+                balance    INTEGER NOT NULL,
+                accrued_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE credit_ledger (
+                export_id TEXT NOT NULL,
+                kind      TEXT NOT NULL CHECK (kind IN ('debit', 'refund')),
+                owner     TEXT NOT NULL,
+                amount    INTEGER NOT NULL,
+                at        TEXT NOT NULL,
+                PRIMARY KEY (export_id, kind)
+            )
+            """,
+            "CREATE INDEX credit_ledger_by_owner ON credit_ledger (owner, at)",
+            """
+            CREATE TABLE idempotency_keys (
+                owner            TEXT NOT NULL,
+                key              TEXT NOT NULL,
+                request_hash     TEXT NOT NULL,
+                export_id        TEXT NOT NULL,
+                state            TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+                response_status  INTEGER,
+                response_body    TEXT,
+                response_headers TEXT,
+                created_at       TEXT NOT NULL,
+                expires_at       TEXT NOT NULL,
+                PRIMARY KEY (owner, key)
+            )
+            """,
+            "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

@@ -9,17 +9,21 @@ thread so the event loop is never blocked on disk.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exportd.credits import CreditAccount, CreditPolicy, accrue
 from exportd.errors import Conflict
-from exportd.spec import ExportSpec, ExportStatus, Phase, utc_now
+from exportd.spec import TERMINAL_PHASES, ExportStatus, Phase, utc_now
+from exportd.store.admission import Admission, Admitted, StoredResponse, admit, refund_export
 from exportd.store.base import (
+    Clock,
     ExportPage,
     ExportRecord,
     PageCursor,
@@ -27,36 +31,36 @@ from exportd.store.base import (
     clamp_limit,
 )
 from exportd.store.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS
+from exportd.store.sqlite_rows import (
+    COLUMNS as _COLUMNS,
+)
+from exportd.store.sqlite_rows import (
+    SqliteAdmissionTx,
+    record_values,
+    select_account,
+)
+from exportd.store.sqlite_rows import (
+    record_of as _record_of,
+)
+from exportd.store.sqlite_rows import (
+    stamp as _stamp,
+)
 
 BUSY_TIMEOUT_MS = 5000
 _T = TypeVar("_T")
-_COLUMNS = "id, owner, phase, spec, status, created_at, updated_at, version, pid"
-
-
-def _stamp(moment: datetime) -> str:
-    """Fixed-width UTC text, so SQL string order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _unstamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def _record_of(row: sqlite3.Row) -> ExportRecord:
-    return ExportRecord(
-        spec=ExportSpec.model_validate_json(row["spec"]),
-        status=ExportStatus.model_validate_json(row["status"]),
-        owner=row["owner"],
-        created_at=_unstamp(row["created_at"]),
-        updated_at=_unstamp(row["updated_at"]),
-        version=row["version"],
-        pid=row["pid"],
-    )
 
 
 class SqliteStateStore(StateStore):
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        credit_policy: CreditPolicy | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self.path = Path(path)
+        self.credit_policy = credit_policy or CreditPolicy()
+        self.clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -149,17 +153,7 @@ class SqliteStateStore(StateStore):
             with self._write() as conn:
                 conn.execute(
                     f"INSERT INTO exports ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.owner,
-                        record.phase.value,
-                        record.spec.model_dump_json(by_alias=True),
-                        record.status.model_dump_json(by_alias=True),
-                        _stamp(record.created_at),
-                        _stamp(record.updated_at),
-                        record.version,
-                        record.pid,
-                    ),
+                    record_values(record),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(f"export {record.id} already exists", reason="AlreadyExists") from None
@@ -174,14 +168,16 @@ class SqliteStateStore(StateStore):
         return _record_of(row) if row else None
 
     async def list_for_owner(
-        self, owner: str, limit: int = 20, cursor: str | None = None
+        self, owner: str | None, limit: int = 20, cursor: str | None = None
     ) -> ExportPage:
         position = PageCursor.decode(cursor) if cursor else None
         return await self._call(self._list_for_owner, owner, clamp_limit(limit), position)
 
-    def _list_for_owner(self, owner: str, limit: int, position: PageCursor | None) -> ExportPage:
-        sql = f"SELECT {_COLUMNS} FROM exports WHERE owner = ?"
-        params: list[Any] = [owner]
+    def _list_for_owner(
+        self, owner: str | None, limit: int, position: PageCursor | None
+    ) -> ExportPage:
+        sql = f"SELECT {_COLUMNS} FROM exports WHERE (? IS NULL OR owner = ?)"
+        params: list[Any] = [owner, owner]
         if position is not None:
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
             stamp = _stamp(position.created_at)
@@ -264,4 +260,94 @@ class SqliteStateStore(StateStore):
             params += expected_phases
         if self.conn.execute(sql, params).rowcount != 1:
             return None
+        if self.credit_policy.refunds(status.phase):
+            refund_export(SqliteAdmissionTx(self.conn), export_id, self.credit_policy, self.clock())
         return self._get(export_id)
+
+    # -- admission: idempotency keys, queue limits, credits ---------------------------------
+
+    async def admit(self, admission: Admission) -> Admitted:
+        return await self._call(self._admit, admission)
+
+    def _admit(self, admission: Admission) -> Admitted:
+        try:
+            with self._write() as conn:
+                return admit(SqliteAdmissionTx(conn), admission)
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"export {admission.export_id} already exists", reason="AlreadyExists"
+            ) from None
+
+    async def credit_account(
+        self, owner: str, policy: CreditPolicy, now: datetime
+    ) -> CreditAccount:
+        stored = await self._call(select_account, self.conn, owner)
+        return accrue(stored or CreditAccount.opening(owner, policy, now), policy, now)
+
+    async def refund(self, export_id: str) -> bool:
+        return await self._call(self._refund, export_id)
+
+    def _refund(self, export_id: str) -> bool:
+        with self._write() as conn:
+            tx = SqliteAdmissionTx(conn)
+            return refund_export(tx, export_id, self.credit_policy, self.clock())
+
+    async def complete_key(self, owner: str, key: str, response: StoredResponse) -> None:
+        await self._call(
+            self._execute_write,
+            "UPDATE idempotency_keys SET state = 'done', response_status = ?, "
+            "response_body = ?, response_headers = ? WHERE owner = ? AND key = ?",
+            (response.status, response.body, json.dumps(response.headers), owner, key),
+        )
+
+    async def release_key(self, owner: str, key: str) -> None:
+        await self._call(
+            self._execute_write,
+            "DELETE FROM idempotency_keys WHERE owner = ? AND key = ? AND state = 'pending'",
+            (owner, key),
+        )
+
+    async def purge_expired_keys(self, now: datetime) -> int:
+        return await self._call(
+            self._execute_write,
+            "DELETE FROM idempotency_keys WHERE expires_at <= ?",
+            (_stamp(now),),
+        )
+
+    def _execute_write(self, sql: str, params: Sequence[Any]) -> int:
+        with self._write() as conn:
+            return int(conn.execute(sql, params).rowcount)
+
+    # -- housekeeping (exportd.housekeeping) -------------------------------------------------
+
+    async def list_finished(
+        self, created_before: datetime, limit: int = 500, after: PageCursor | None = None
+    ) -> list[ExportRecord]:
+        return await self._call(self._list_finished, created_before, clamp_limit(limit), after)
+
+    def _list_finished(
+        self, created_before: datetime, limit: int, after: PageCursor | None
+    ) -> list[ExportRecord]:
+        terminal = [phase.value for phase in TERMINAL_PHASES]
+        sql = (
+            f"SELECT {_COLUMNS} FROM exports WHERE phase IN ({', '.join('?' for _ in terminal)})"
+            " AND created_at < ?"
+        )
+        params: list[Any] = [*terminal, _stamp(created_before)]
+        if after is not None:
+            stamp = _stamp(after.created_at)
+            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
+            params += [stamp, stamp, after.export_id]
+        sql += " ORDER BY created_at, id LIMIT ?"
+        rows = self.conn.execute(sql, [*params, limit]).fetchall()
+        return [_record_of(row) for row in rows]
+
+    async def delete_finished(self, export_id: str, version: int) -> bool:
+        terminal = [phase.value for phase in TERMINAL_PHASES]
+        deleted = await self._call(
+            self._execute_write,
+            "DELETE FROM exports WHERE id = ? AND version = ? "
+            f"AND phase IN ({', '.join('?' for _ in terminal)})",
+            (export_id, version, *terminal),
+        )
+        return deleted == 1

@@ -7,6 +7,7 @@ DuckDB sample database created on first start so the seed request works out of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from exportd.api.backends.base import (
@@ -70,6 +71,10 @@ class EmbeddedBackend(ExportBackend):
     async def ready(self) -> bool:
         return self._started and await self.store.ping()
 
+    @property
+    def record_store(self) -> StateStore:
+        return self.store
+
     async def submit(self, spec: ExportSpec) -> ExportStatus:
         try:
             record = await self.store.create(ExportRecord.new(spec))
@@ -77,26 +82,35 @@ class EmbeddedBackend(ExportBackend):
             existing = await self.store.get(spec.id)
             if existing is None or existing.spec != spec:
                 raise
-            return existing.status  # the same order again: nothing new to do
+            # The same order again. Recorded by the API's admission transaction (credit debit
+            # and record in one) but not started yet: start it now; otherwise nothing to do.
+            if existing.phase is Phase.PENDING and not self._tracked(spec.id):
+                await self.runner.submit(spec.id)
+            return existing.status
         await self.runner.submit(record.id)
         return (await self._record(record.id, record.owner)).status
 
-    async def _record(self, export_id: str, owner: str) -> ExportRecord:
+    def _tracked(self, export_id: str) -> bool:
+        runner = self.runner
+        return runner.is_running(export_id) or runner.queue_position(export_id) is not None
+
+    async def _record(self, export_id: str, owner: str | None) -> ExportRecord:
+        """``owner=None``: any owner's (the admin scope)."""
         record = await self.store.get(export_id)
-        if record is None or record.owner != owner:
+        if record is None or (owner is not None and record.owner != owner):
             raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
         return record
 
-    async def get(self, export_id: str, owner: str) -> ExportView:
+    async def get(self, export_id: str, owner: str | None) -> ExportView:
         return _view(await self._record(export_id, owner))
 
     async def list(
-        self, owner: str, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
+        self, owner: str | None, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
     ) -> ExportViewPage:
         page = await self.store.list_for_owner(owner, limit, cursor)
         return ExportViewPage([_view(r) for r in page.items], page.next_cursor)
 
-    async def cancel(self, export_id: str, owner: str) -> ExportView:
+    async def cancel(self, export_id: str, owner: str | None) -> ExportView:
         record = await self._record(export_id, owner)
         if not record.phase.is_terminal:
             await self.runner.cancel(export_id)
@@ -124,3 +138,18 @@ class EmbeddedBackend(ExportBackend):
                     await asyncio.wait_for(changed.wait(), remaining)
                 except TimeoutError:
                     continue
+
+    async def wait_for_change(
+        self, export_id: str, owner: str, seen: ExportStatus, timeout: float
+    ) -> ExportView:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.events.subscribe(export_id) as changed:
+            while True:
+                changed.clear()
+                view = await self.get(export_id, owner)
+                remaining = deadline - loop.time()
+                if view.status != seen or remaining <= 0:
+                    return view
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)

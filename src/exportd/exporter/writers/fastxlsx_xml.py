@@ -163,7 +163,7 @@ def wall_clock(array: pa.Array, zone: str) -> pa.Array:
 def timestamp_cells(array: pa.Array, zone: str) -> pa.Array:
     local = wall_clock(array, zone)
     micros = pc.cast(local, pa.int64())
-    serials = pc.add(pc.divide(pc.cast(micros, pa.float64()), MICROS_PER_DAY), 25569.0)
+    serials = pc.add(pc.divide(pc.cast(micros, pa.float64(), safe=False), MICROS_PER_DAY), 25569.0)
     cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATETIME)
     first = FIRST_SAFE_DAY * MICROS_PER_DAY
     last = (LAST_EXCEL_DAY + 1) * MICROS_PER_DAY

@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - exercised only where isal is not insta
 RAW_DEFLATE = -15
 DEFLATED = 8
 FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman block: ends the deflate stream
-ZIP32_LIMIT = 0xFFFFFFFF
+ZIP32_LIMIT = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 records
+ZIP32_MARKER = 0xFFFFFFFF  # "see the ZIP64 record" in a 32-bit field
 FLAG_DATA_DESCRIPTOR = 0x0008
 FLAG_UTF8 = 0x0800
 VERSION_DEFAULT = 20
@@ -125,8 +126,6 @@ class ZipStream:
         compressor = _deflate_lib.compressobj(DEFLATE_LEVEL, DEFLATED, RAW_DEFLATE)
         compressed = compressor.compress(data) + compressor.flush()
         entry.crc, entry.compressed_size, entry.size = zlib.crc32(data), len(compressed), len(data)
-        if entry.needs_zip64:
-            raise ValueError("small entries must stay below 4 GiB")
         self._write(self._local_header(entry))
         self._write(compressed)
         self._entries.append(entry)
@@ -178,7 +177,8 @@ class ZipStream:
             self._write(_central_record(entry))
         directory_size = self._offset - directory_offset
         count = len(self._entries)
-        if directory_offset >= ZIP32_LIMIT or count >= 0xFFFF:
+        zip64 = directory_offset >= ZIP32_LIMIT or directory_size >= ZIP32_LIMIT or count >= 0xFFFF
+        if zip64:
             self._write_zip64_end(count, directory_size, directory_offset)
         self._write(
             struct.pack(
@@ -186,10 +186,10 @@ class ZipStream:
                 0x06054B50,
                 0,
                 0,
-                min(count, 0xFFFF),
-                min(count, 0xFFFF),
-                min(directory_size, ZIP32_LIMIT),
-                min(directory_offset, ZIP32_LIMIT),
+                0xFFFF if zip64 else count,
+                0xFFFF if zip64 else count,
+                ZIP32_MARKER if zip64 else directory_size,
+                ZIP32_MARKER if zip64 else directory_offset,
                 0,
             )
         )
@@ -224,7 +224,7 @@ def _central_record(entry: _Entry) -> bytes:
         extra = struct.pack("<HH", 0x0001, 8 * len(values)) + b"".join(
             struct.pack("<Q", v) for v in values
         )
-        sizes = tuple(min(v, ZIP32_LIMIT) for v in sizes)  # type: ignore[assignment]
+        sizes = tuple(ZIP32_MARKER if v >= ZIP32_LIMIT else v for v in sizes)  # type: ignore[assignment]
     version = VERSION_ZIP64 if extra else VERSION_DEFAULT
     compressed_size, size, offset = sizes
     return (

@@ -1,0 +1,293 @@
+"""Kubernetes backend: each export is an ExportRequest custom resource; the operator runs it.
+
+The API never talks to the operator: it creates the CR (named by the export id, so a repeated
+order with the same id finds the first one), reads its status for ``get``, lists the caller's
+CRs by the requester label, cancels by setting ``spec.cancel``, and waits for a terminal phase
+by watching the one CR (a watch, not a loop of sleeps). The CR layout lives in
+:mod:`exportd.exportrequest`.
+
+The service account needs ``create``, ``get``, ``list``, ``watch`` and ``patch`` on
+``exportrequests`` in ``EXPORTD_KUBERNETES_NAMESPACE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import aiohttp
+from kubernetes.aio.client import ApiClient, Configuration, CustomObjectsApi
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
+
+from exportd import exportrequest as er
+from exportd.api.backends.base import (
+    LIST_LIMIT_DEFAULT,
+    ExportBackend,
+    ExportView,
+    ExportViewPage,
+)
+from exportd.catalog import Catalog
+from exportd.errors import (
+    Conflict,
+    ExportdError,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    TransientFailure,
+)
+from exportd.settings import ApiSettings
+from exportd.spec import ExportSpec, ExportStatus, Phase
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CREATED_BY = "exportd-api"
+WATCH_CHUNK_SECONDS = 300
+CANCEL_WAIT_MIN_SECONDS = 30.0
+
+
+def _translate(exc: BaseException, what: str) -> ExportdError:
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        if status == 404:
+            return NotFound(f"{what}: not found", reason="ExportNotFound")
+        if status == 409:
+            return Conflict(f"{what}: conflict", reason="Conflict")
+        if status == 422:
+            return InvalidInput(f"{what}: rejected by the cluster: {exc.body}", reason="Invalid")
+    return TransientFailure(f"{what}: the cluster is unavailable: {exc}", reason="ClusterError")
+
+
+async def _call(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise _translate(exc, what) from exc
+
+
+async def load_configuration() -> Configuration:
+    """In a pod its service account; elsewhere the kubeconfig."""
+    config = Configuration()
+    try:
+        load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    except ConfigException:
+        await load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    return config
+
+
+def _same_order(a: ExportSpec, b: ExportSpec) -> bool:
+    """Equal orders, whenever they were placed (a retried request has a new time)."""
+    ignored = {"requested_at", "cancel"}
+    return a.model_dump(exclude=ignored) == b.model_dump(exclude=ignored)
+
+
+def _view(body: Mapping[str, Any]) -> ExportView:
+    created = er.parse_time(er.metadata(body).get("creationTimestamp"))
+    return ExportView(
+        spec=er.export_spec_from_body(body),
+        status=er.export_status_from_body(body),
+        created_at=created or datetime.now(UTC),
+    )
+
+
+def _newest_first(view: ExportView) -> tuple[datetime, str]:
+    return (view.spec.requested_at, view.id)
+
+
+def _encode_cursor(view: ExportView) -> str:
+    raw = json.dumps([view.spec.requested_at.isoformat(), view.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        stamp, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(stamp), str(name)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidInput(
+            "invalid cursor", errors=[FieldError("cursor", "not a cursor from this API")]
+        ) from exc
+
+
+class KubernetesBackend(ExportBackend):
+    def __init__(
+        self,
+        settings: ApiSettings,
+        catalog: Catalog,
+        *,
+        configuration: Configuration | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.namespace = settings.kubernetes_namespace
+        self.configuration = configuration
+        self._client: ApiClient | None = None
+
+    @property
+    def objects(self) -> CustomObjectsApi:
+        if self._client is None:
+            raise TransientFailure("the Kubernetes backend is not started", reason="NotStarted")
+        return CustomObjectsApi(self._client)
+
+    async def start(self) -> None:
+        configuration = self.configuration or await load_configuration()
+        self._client = ApiClient(configuration)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()  # type: ignore[no-untyped-call]
+            self._client = None
+
+    async def ready(self) -> bool:
+        try:
+            await self._list(limit=1)
+        except ExportdError:
+            return False
+        return True
+
+    # ---- calls -----------------------------------------------------------------------------
+
+    async def _read(self, name: str) -> dict[str, Any]:
+        body = await _call(
+            f"export {name}",
+            lambda: self.objects.get_namespaced_custom_object(
+                er.GROUP, er.VERSION, self.namespace, er.PLURAL, name
+            ),
+        )
+        return cast(dict[str, Any], body)
+
+    async def _list(self, **params: Any) -> dict[str, Any]:
+        page = await _call(
+            "list exports",
+            lambda: self.objects.list_namespaced_custom_object(
+                er.GROUP, er.VERSION, self.namespace, er.PLURAL, **params
+            ),
+        )
+        return cast(dict[str, Any], page)
+
+    async def _owned(self, export_id: str, owner: str) -> dict[str, Any]:
+        """The CR of ``export_id`` if ``owner`` asked for it; NotFound otherwise (either way)."""
+        try:
+            body = await self._read(export_id)
+        except NotFound:
+            body = None
+        if body is None or er.requester_of(body) != owner:
+            raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
+        return body
+
+    # ---- the contract ----------------------------------------------------------------------
+
+    async def submit(self, spec: ExportSpec) -> ExportStatus:
+        body = er.body_from_export_spec(
+            spec, self.namespace, labels={er.LABEL_MANAGED_BY: CREATED_BY}
+        )
+        try:
+            created = await _call(
+                f"create export {spec.id}",
+                lambda: self.objects.create_namespaced_custom_object(
+                    er.GROUP, er.VERSION, self.namespace, er.PLURAL, body
+                ),
+            )
+        except Conflict:
+            existing = await self._read(spec.id)
+            if not _same_order(er.export_spec_from_body(existing), spec):
+                raise Conflict(
+                    f"export {spec.id} exists with a different order", reason="IdInUse"
+                ) from None
+            return er.export_status_from_body(existing)
+        return er.export_status_from_body(cast(dict[str, Any], created))
+
+    async def get(self, export_id: str, owner: str) -> ExportView:
+        return _view(await self._owned(export_id, owner))
+
+    async def list(
+        self, owner: str, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
+    ) -> ExportViewPage:
+        selector = f"{er.LABEL_REQUESTER}={er.requester_label(owner)}"
+        page = await self._list(label_selector=selector)
+        views = [_view(item) for item in page.get("items") or [] if er.requester_of(item) == owner]
+        views.sort(key=_newest_first, reverse=True)
+        if cursor is not None:
+            after = _decode_cursor(cursor)
+            views = [view for view in views if _newest_first(view) < after]
+        items = views[:limit]
+        more = len(views) > limit
+        return ExportViewPage(items, _encode_cursor(items[-1]) if more and items else None)
+
+    async def cancel(self, export_id: str, owner: str) -> ExportView:
+        body = await self._owned(export_id, owner)
+        if not er.export_status_from_body(body).phase.is_terminal:
+            await _call(
+                f"cancel export {export_id}",
+                lambda: self.objects.patch_namespaced_custom_object(
+                    er.GROUP,
+                    er.VERSION,
+                    self.namespace,
+                    er.PLURAL,
+                    export_id,
+                    {"spec": {"cancel": True}},
+                ),
+            )
+            wait = max(self.settings.cancel_grace_seconds * 3, CANCEL_WAIT_MIN_SECONDS)
+            await self.wait_until_terminal(export_id, wait)
+            body = await self._owned(export_id, owner)
+        view = _view(body)
+        if view.status.phase.is_terminal and view.status.phase is not Phase.CANCELLED:
+            raise Conflict(
+                f"export {export_id} already finished as {view.status.phase}",
+                reason="AlreadyFinished",
+            )
+        return view
+
+    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            body = await self._read(export_id)
+            status = er.export_status_from_body(body)
+            remaining = deadline - loop.time()
+            if status.phase.is_terminal or remaining <= 0:
+                return status
+            version = er.metadata(body).get("resourceVersion", "")
+            try:
+                status = await asyncio.wait_for(self._watch(export_id, version), remaining)
+            except TimeoutError:
+                continue  # read once more, then return whatever it is
+            if status.phase.is_terminal:
+                return status
+
+    async def _watch(self, name: str, since: str) -> ExportStatus:
+        """Follow one CR's changes after ``since`` until it is terminal or the stream ends;
+        the last status seen (Pending if none)."""
+        status = ExportStatus()
+        response = await _call(
+            f"watch export {name}",
+            lambda: self.objects.list_namespaced_custom_object_without_preload_content(
+                er.GROUP,
+                er.VERSION,
+                self.namespace,
+                er.PLURAL,
+                watch=True,
+                field_selector=f"metadata.name={name}",
+                resource_version=since,
+                timeout_seconds=WATCH_CHUNK_SECONDS,
+            ),
+        )
+        try:
+            async for line in response.content:
+                event = json.loads(line)
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    status = er.export_status_from_body(event["object"])
+                    if status.phase.is_terminal:
+                        break
+                elif event.get("type") == "ERROR":
+                    break  # e.g. 410 Gone: the caller reads the CR again
+        finally:
+            response.release()
+        return status
