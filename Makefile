@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export EXPORTD_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run test lint unit integration e2e services bench clean
+.PHONY: install run test lint unit integration e2e services system-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,8 +32,16 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	VENV=$(VENV) bash scripts/lint-deploy.sh
 
-test: $(STAMP) services lint
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: $(STAMP) services system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+# Performance of the XLSX and CSV paths against the usual baselines (see bench/README.md).
+bench: $(STAMP) services
+	$(PIP) install -q -e '.[bench]'
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache

@@ -44,9 +44,7 @@ def ensure_table(dsn: str, rows: int) -> str:
             if found and found[0] == rows:
                 return name
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-        conn.execute(
-            sql.SQL(_CREATE).format(table=sql.Identifier(name), rows=sql.Literal(rows))
-        )
+        conn.execute(sql.SQL(_CREATE).format(table=sql.Identifier(name), rows=sql.Literal(rows)))
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(name)))
     return name

@@ -17,7 +17,8 @@ the file is still reachable; a duplicate e-mail with an attachment cannot be tak
   later attempt sends again. The export reports ``Delivered`` False with that reason.
 
 The message carries the file when the whole message, base64 and headers included, fits under
-``smtp.attachment_limit_bytes``; otherwise a signed link valid for ``link_expiry_seconds``.
+``smtp.attachment_limit_bytes``; otherwise a link valid for ``link_expiry_seconds`` (the API's
+handle link in ``link_mode: handle``, else a signed storage URL).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from pydantic import BaseModel, ConfigDict
 
 from exportd import mail
 from exportd.errors import ExportdError, PermanentFailure
+from exportd.links import HandleLinks
 from exportd.settings import CommonSettings
-from exportd.spec import ExportSpec, ReturnType, utc_now
+from exportd.spec import Condition, ExportErrorInfo, ExportSpec, ReturnType, utc_now
 from exportd.storage.base import Storage, StoredObject
 
 MARKER_NAME = ".delivered-email"
@@ -68,6 +70,31 @@ class DeliveryOutcome(BaseModel):
     def failed(cls, error: ExportdError) -> DeliveryOutcome:
         """The outcome to record when :func:`deliver` raised."""
         return cls(delivered=False, reason=error.reason, message=error.message)
+
+
+# Reasons an e-mail was not sent; an export that failed with one is recorded Delivered False.
+FAILURE_REASONS = frozenset(
+    {
+        mail.OUTCOME_UNKNOWN,
+        mail.UNAVAILABLE,
+        mail.STARTTLS_UNAVAILABLE,
+        mail.CERTIFICATE_REJECTED,
+        mail.TLS_FAILED,
+        mail.AUTH_FAILED,
+        mail.REJECTED,
+        mail.NOT_CONFIGURED,
+        mail.INVALID_ADDRESS,
+    }
+)
+
+
+def failure_conditions(spec: ExportSpec, error: ExportErrorInfo | None) -> list[Condition]:
+    """``[Delivered False]`` when an e-mail export failed for a reason of sending, else []."""
+    if spec.return_type is not ReturnType.EMAIL or error is None:
+        return []
+    if error.reason not in FAILURE_REASONS:
+        return []
+    return [Condition(type=DELIVERED, status="False", reason=error.reason, message=error.message)]
 
 
 def marker_key(spec: ExportSpec) -> str:
@@ -142,12 +169,23 @@ def compose(
         message = envelope(body=body, attachment=attachment)
         if mail.message_size(message) <= config.attachment_limit_bytes:
             return message, "attachment", None
-    url, expires = storage.signed_url(
-        stored.key, expires_in=settings.link_expiry_seconds, download_name=spec.file_name
-    )
+    url, expires = email_link(spec, stored, storage, settings)
     expires_at = datetime.fromtimestamp(expires, UTC)
     body = mail.LINK_BODY.substitute(values, url=url, expires_at=f"{expires_at:%Y-%m-%d %H:%M} UTC")
     return envelope(body=body), "link", expires_at
+
+
+def email_link(
+    spec: ExportSpec, stored: StoredObject, storage: Storage, settings: CommonSettings
+) -> tuple[str, int]:
+    """The link an e-mail carries: the API's revocable handle link in ``link_mode: handle``,
+    else a signed storage URL; valid ``link_expiry_seconds`` either way."""
+    if settings.link_mode == "handle":
+        links = HandleLinks.from_settings(settings)
+        return links.url(spec.id, spec.requested_by, settings.link_expiry_seconds)
+    return storage.signed_url(
+        stored.key, expires_in=settings.link_expiry_seconds, download_name=spec.file_name
+    )
 
 
 def base64_size(size: int) -> int:

@@ -225,6 +225,12 @@ class CommonSettings(BaseSettings):
     signing_key: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8000"
     link_expiry_seconds: int = Field(24 * 3600, ge=60)
+    link_mode: Literal["direct", "handle"] = Field(
+        "direct",
+        description="`direct`: links are signed storage URLs; `handle`: links are "
+        "`/v1/exports/{id}/download` on the API, which checks the caller, records the download, "
+        "can be revoked (410) and redirects to a short-lived storage URL.",
+    )
     log_level: str = "INFO"
     # -- operations: logs and housekeeping (issue 8) --
     log_format: Literal["auto", "json", "console"] = Field(
@@ -333,6 +339,12 @@ class ApiSettings(CommonSettings):
     retry_backoff_seconds: float = Field(2.0, ge=0, le=600)
     cancel_grace_seconds: float = Field(10.0, gt=0, le=600)
     sync_wait_seconds: float = Field(60.0, ge=0, le=600)
+    download_redirect_seconds: int = Field(
+        60,
+        ge=10,
+        le=3600,
+        description="Lifetime of the storage URL a handle link redirects to (`link_mode: handle`).",
+    )
     exporter_command: list[str] = Field(default_factory=list)
     kubernetes_namespace: str = "default"
     events_heartbeat_seconds: float = Field(

@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -193,6 +193,16 @@ class ExportErrorInfo(CamelModel):
     message: str
 
 
+class Condition(CamelModel):
+    """One Kubernetes-style condition of an export, e.g. ``Delivered`` for an e-mail:
+    ``status`` True, False or Unknown, with a CamelCase ``reason``."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+
+
 class ExportResult(CamelModel):
     """What the exporter reports when a file is stored (its JSON result line)."""
 
@@ -205,6 +215,8 @@ class ExportResult(CamelModel):
     started_at: datetime
     completed_at: datetime
     created: bool = True  # False when a previous run had already stored this export's file
+    delivered: bool | None = None  # returnType email: sent (None: another run owns it)
+    conditions: list[Condition] = Field(default_factory=list)  # the Delivered condition
 
 
 class ExportStatus(CamelModel):
@@ -223,6 +235,7 @@ class ExportStatus(CamelModel):
     completed_at: datetime | None = None
     error: ExportErrorInfo | None = None
     delivered: bool | None = None
+    conditions: list[Condition] = Field(default_factory=list)
 
     def evolve(self, **changes: Any) -> ExportStatus:
         """A copy with some fields changed, validated again (status objects are immutable)."""

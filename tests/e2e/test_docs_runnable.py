@@ -4,8 +4,9 @@ A block fenced as ```` ```sh runnable ```` (or ``bash runnable``) in README.md o
 file is extracted and run with ``bash -euo pipefail`` against a real ``exportd serve``: a fresh
 data directory under tmp, a free loopback port. The blocks get the convention the docs state at
 their top: ``$EXPORTD_URL`` is the server's base URL and ``$TOKEN`` a bearer token minted by
-``exportd token`` for that server; ``$EXPORTD_DATA_DIR`` is the server's data directory. A block
-passes when it exits 0.
+``exportd token`` for that server; ``$EXPORTD_DATA_DIR`` is the server's data directory. Each
+block gets a token of its own user, so the credits one block spends (5 per new user) never make
+another block fail. A block passes when it exits 0.
 """
 
 from __future__ import annotations
@@ -120,9 +121,21 @@ def _base_env(home: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class Server:
     url: str
-    token: str
     data_dir: Path
     env: dict[str, str]
+
+    def mint_token(self, subject: str) -> str:
+        """A token from ``exportd token``, the command the docs tell readers to use."""
+        done = subprocess.run(
+            [str(EXPORTD), "token", "--sub", subject],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1].strip()
 
 
 def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
@@ -146,16 +159,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = _base_env(root) | {"EXPORTD_DATA_DIR": str(data_dir), "EXPORTD_PUBLIC_URL": url}
-    token_run = subprocess.run(
-        [str(EXPORTD), "token", "--sub", "docs-reader"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert token_run.returncode == 0, token_run.stderr
-    token = token_run.stdout.strip().splitlines()[-1].strip()
     log = root / "server.log"
     with log.open("wb") as log_handle:
         process = subprocess.Popen(
@@ -167,7 +170,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     try:
         _wait_until_serving(process, url, log)
-        yield Server(url=url, token=token, data_dir=data_dir, env=env)
+        yield Server(url=url, data_dir=data_dir, env=env)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -181,7 +184,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_runnable_block_succeeds_against_embedded_server(
     block: Block, server: Server, tmp_path: Path
 ) -> None:
-    env = server.env | {"EXPORTD_URL": server.url, "TOKEN": server.token}
+    subject = "docs-" + re.sub(r"[^a-z0-9]+", "-", block.name.lower())
+    env = server.env | {"EXPORTD_URL": server.url, "TOKEN": server.mint_token(subject)}
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block.code],
         env=env,

@@ -50,6 +50,7 @@ CREATE TABLE {schema}.edge (
   day date, at timestamptz, flag boolean, note text, raw bytea)
 """
 ORDERED_ROWS = 30_000
+XLSX_COLUMNS = "id, n, amount, score, body, day, at, flag, note"
 
 
 def pg_source() -> SourceConfig:
@@ -65,6 +66,7 @@ def create_edge_schema() -> str:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(EDGE_TABLE.format(schema=schema))
+        conn.execute(f"CREATE SEQUENCE {schema}.counter")
         with conn.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO {schema}.edge ({EDGE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})",
@@ -91,9 +93,9 @@ def edge_schema_fixture() -> Iterator[str]:
         drop_schema(schema)
 
 
-def read_fast(sql: str, params: dict[str, Any] | None = None, **options: Any) -> tuple[
-    pa.Table, bool
-]:
+def read_fast(
+    sql: str, params: dict[str, Any] | None = None, **options: Any
+) -> tuple[pa.Table, bool]:
     with PostgresArrowSource.from_config(pg_source()) as source:
         batches = list(source.stream(sql, params or {}, QueryOptions(**options)))
         return pa.Table.from_batches(batches), source.used_fast_path
@@ -114,7 +116,7 @@ def comparable(table: pa.Table) -> list[dict[str, Any]]:
 
 def test_fast_path_gives_the_psycopg_sources_arrow(edge_schema: str) -> None:
     """Same schema (types, names) and same values, NULLs and edge values included."""
-    sql = f"SELECT id, n, amount, score, body, day, at, flag, note FROM {edge_schema}.edge ORDER BY id"
+    sql = f"SELECT {XLSX_COLUMNS} FROM {edge_schema}.edge ORDER BY id"
     fast, used_fast = read_fast(sql)
     assert used_fast
     slow = read_psycopg(sql)
@@ -174,7 +176,7 @@ def test_postgres_rows_land_in_the_fast_xlsx_as_the_one_mapping_says(
 ) -> None:
     """End to end: every cell read by openpyxl equals cells.py's value for the psycopg
     source's batch (the +02:00 instant shown in Berlin time, the 19-digit id as text)."""
-    sql = f"SELECT id, n, amount, score, body, day, at, flag, note FROM {edge_schema}.edge ORDER BY id"
+    sql = f"SELECT {XLSX_COLUMNS} FROM {edge_schema}.edge ORDER BY id"
     path = tmp_path / "pg.xlsx"
     writer = FastXlsxWriter(
         path, ExportMetadata("exp-pg", "edge", datetime.now(UTC), "Europe/Berlin")

@@ -25,7 +25,9 @@ def test_1_100_000_rows_fill_one_sheet_and_continue_on_a_second(tmp_path: Path) 
     writer = FastXlsxWriter(path, ExportMetadata("exp-big", "big", datetime.now(UTC)))
     for start in range(1, TOTAL + 1, BATCH):
         ids = pa.array(range(start, start + BATCH), pa.int64())
-        writer.write_batch(pa.record_batch({"id": ids, "odd": pc.equal(pc.bit_wise_and(ids, 1), 1)}))
+        writer.write_batch(
+            pa.record_batch({"id": ids, "odd": pc.equal(pc.bit_wise_and(ids, 1), 1)})
+        )
     summary = writer.finish(datetime.now(UTC))
     assert (summary.rows_written, summary.sheets) == (TOTAL, 2)
 

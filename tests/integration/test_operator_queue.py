@@ -42,9 +42,7 @@ async def test_ten_requests_made_while_the_operator_was_down_run_two_at_a_time_i
     names = [f"exp-q{index:02d}" for index in range(10)]
     for name in names:
         await cluster.create_request(name, SPEC)
-    operator = cluster.operator(max_running_jobs=2)
-    operator.start()
-    await operator.wait_ready()
+    operator = await cluster.start_operator(max_running_jobs=2)
     await cluster.until(lambda: all(cluster.phase(n) == "Succeeded" for n in names), timeout=180)
     await operator.stop()
 
@@ -63,9 +61,7 @@ async def test_a_requester_at_its_limit_waits_while_others_go_ahead(cluster: Loc
     """Per-requester limit 1: alice's second and third wait (positions 1 and 2), bob's single
     request, made after them, starts at once; all finish once the Jobs can run."""
     cluster.kubelet.pause()
-    operator = cluster.operator(max_running_jobs=4, max_running_per_requester=1)
-    operator.start()
-    await operator.wait_ready()
+    operator = await cluster.start_operator(max_running_jobs=4, max_running_per_requester=1)
     for name, requester in (("alice-1", "alice"), ("alice-2", "alice"), ("alice-3", "alice")):
         await cluster.create_request(name, {**SPEC, "requestedBy": requester})
     await cluster.create_request("bob-1", {**SPEC, "requestedBy": "bob"})

@@ -52,9 +52,7 @@ async def test_restart_after_the_job_was_created_makes_no_second_job_and_ends_su
     """Operator stopped right after creating the Job; the Job completes while it is down;
     the restarted operator finds it, writes Succeeded, and no other Job was ever created."""
     cluster.kubelet.pause()
-    first = cluster.operator()
-    first.start()
-    await first.wait_ready()
+    first = await cluster.start_operator()
     await cluster.create_request("exp-restart", SPEC)
     await cluster.until(lambda: cluster.jobs() and cluster.kubelet.pending == 1)
     await first.stop()
@@ -63,9 +61,7 @@ async def test_restart_after_the_job_was_created_makes_no_second_job_and_ends_su
     await cluster.until(lambda: job_finished(cluster))
     assert cluster.phase("exp-restart") == "Running"  # nobody has looked yet
 
-    second = cluster.operator()
-    second.start()
-    await second.wait_ready()
+    second = await cluster.start_operator()
     body = await cluster.until_phase("exp-restart", *TERMINAL)
     await second.stop()
 
@@ -78,16 +74,12 @@ async def test_restart_after_the_job_was_created_makes_no_second_job_and_ends_su
 
 async def test_restart_while_the_exporter_runs_keeps_its_one_job(cluster: LocalCluster) -> None:
     cluster.kubelet.pause()
-    first = cluster.operator()
-    first.start()
-    await first.wait_ready()
+    first = await cluster.start_operator()
     await cluster.create_request("exp-running", SPEC)
     await cluster.until(lambda: cluster.kubelet.pending == 1)
     await first.stop()
 
-    second = cluster.operator()
-    second.start()
-    await second.wait_ready()
+    second = await cluster.start_operator()
     cluster.kubelet.resume()
     body = await cluster.until_phase("exp-running", *TERMINAL)
     await second.stop()

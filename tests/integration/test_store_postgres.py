@@ -19,6 +19,7 @@ from exportd.settings import ApiSettings
 from exportd.spec import ExportSpec, ExportStatus, Phase
 from exportd.store.admission import Admission, QueueFull, QueueLimits, StoredResponse
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
+from exportd.store.pg_migrations import PG_MIGRATIONS
 from exportd.store.postgres import PostgresStateStore
 from exportd.store.sqlite import SqliteStateStore
 from tests.integration.pgstate import throwaway_schema
@@ -214,16 +215,16 @@ async def test_twenty_concurrent_admissions_with_one_credit_admit_exactly_one(
 
 
 async def test_postgres_migrations_run_once_when_replicas_start_together() -> None:
-    """Three stores opening one empty schema at the same time: all open, schema version 2,
-    each migration recorded once."""
+    """Three stores opening one empty schema at the same time: all open, at the latest
+    schema version, each migration recorded once."""
     with throwaway_schema() as dsn:
         stores = [PostgresStateStore(dsn) for _ in range(3)]
         await asyncio.gather(*(s.open() for s in stores))
         try:
-            assert {await s.schema_version() for s in stores} == {2}
+            assert {await s.schema_version() for s in stores} == {PG_MIGRATIONS[-1].version}
             with psycopg.connect(dsn) as conn:
                 rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
-            assert sorted(r[0] for r in rows) == [1, 2]
+            assert sorted(r[0] for r in rows) == [m.version for m in PG_MIGRATIONS]
         finally:
             for opened in stores:
                 await opened.close()

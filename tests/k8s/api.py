@@ -46,14 +46,12 @@ class ClusterBackend(KubernetesBackend):
         self.cluster = await self._stack.enter_async_context(
             local_cluster(workdir, sample, setup=setup)
         )
-        operator = self.cluster.operator(
+        operator = await self.cluster.start_operator(
             max_running_jobs=settings.max_running_exports,
             max_running_per_requester=settings.max_running_exports,
             job_backoff_limit=settings.max_attempts - 1,
         )
-        operator.start()
         self._stack.push_async_callback(operator.stop)
-        await operator.wait_ready()
         self.configuration = Configuration(host=self.cluster.url)
         await super().start()
 

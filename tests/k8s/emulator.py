@@ -27,6 +27,7 @@ depend on them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -101,6 +102,10 @@ class ApiServer(kmock.KubernetesEmulator):
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
     _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
     _columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
+    # Open watch streams by (resource, label selector): tests wait for a client to be watching.
+    watching: collections.Counter[tuple[str, str]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -375,11 +380,16 @@ class ApiServer(kmock.KubernetesEmulator):
                 cursor = len(self._log)
             else:
                 cursor = self._position_after(int(since))
-        with contextlib.suppress(ConnectionResetError):
-            await self._write_events(response, initial)
-            async for events in self._follow(request, cursor, timeout, bookmarks):
-                await self._write_events(response, events)
-            await response.write_eof()
+        stream = (str(request.resource), request.params.get("labelSelector", ""))
+        self.watching[stream] += 1
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                await self._write_events(response, initial)
+                async for events in self._follow(request, cursor, timeout, bookmarks):
+                    await self._write_events(response, events)
+                await response.write_eof()
+        finally:
+            self.watching[stream] -= 1
         return response
 
     def _position_after(self, revision: int) -> int:

@@ -34,9 +34,7 @@ async def cluster_fixture(tmp_path: Path, sample_db: Path) -> AsyncIterator[Loca
 
 @pytest.fixture(name="operator")
 async def operator_fixture(cluster: LocalCluster) -> AsyncIterator[OperatorThread]:
-    running = cluster.operator()
-    running.start()
-    await running.wait_ready()
+    running = await cluster.start_operator()
     yield running
     await running.stop()
 

@@ -8,6 +8,7 @@ documented variable name does not actually configure its setting.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TypeGuard, get_args, get_origin
 
@@ -148,3 +149,19 @@ def test_check_command_fails_on_a_stale_copy_and_passes_after_write(
     assert configdoc.main(["--write", str(copy)]) == 0
     assert configdoc.main(["--check", str(copy)]) == 0
     assert copy.read_text(encoding="utf-8") == document
+
+
+def _exported_metric_names() -> set[str]:
+    from exportd import metrics
+
+    suffixes = ("", "_total", "_bucket", "_sum", "_count", "_created", "_info")
+    return {family.name + s for family in metrics.REGISTRY.collect() for s in suffixes}
+
+
+def test_metric_names_in_the_operations_guide_are_exported(document: str) -> None:
+    """Every ``exportd_*`` metric the guide and its alert expressions name is defined in
+    exportd.metrics (the configuration block is left out: it names no metrics)."""
+    prose = document.replace(configdoc.block_between_markers(document), "")
+    used = set(re.findall(r"\bexportd_[a-z_]+", prose))
+    assert len(used) >= 10
+    assert used - _exported_metric_names() == set()

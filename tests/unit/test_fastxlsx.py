@@ -185,8 +185,11 @@ def test_calamine_reads_exact_values(tmp_path: Path) -> None:
     assert table.column("day").to_pylist()[:2] == [datetime(1900, 3, 1), datetime(9999, 12, 31)]
     assert table.column("at").to_pylist() == [datetime(2024, 6, 1, 10), None, datetime(2000, 1, 1)]
     assert table.column("flag").to_pylist() == [True, None, False]
-    assert table.column("big").to_pylist() == ["1234567890123456789", "1000000000000000",
-                                               "-10000000000000000"]
+    assert table.column("big").to_pylist() == [
+        "1234567890123456789",
+        "1000000000000000",
+        "-10000000000000000",
+    ]
 
 
 def test_same_cells_as_the_xlsxwriter_writer(tmp_path: Path) -> None:
@@ -346,5 +349,6 @@ def test_abort_stops_the_threads_and_closes_the_file(tmp_path: Path) -> None:
 
 def test_sheet_limit_is_checked() -> None:
     with pytest.raises(ValueError):
-        FastXlsxWriter(Path("/nonexistent/x.xlsx"), ExportMetadata("e", "t", REQUESTED),
-                       max_sheet_rows=1)
+        FastXlsxWriter(
+            Path("/nonexistent/x.xlsx"), ExportMetadata("e", "t", REQUESTED), max_sheet_rows=1
+        )

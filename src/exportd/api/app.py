@@ -12,19 +12,26 @@ from exportd.api import observability, probes
 from exportd.api.auth import BearerAuthMiddleware
 from exportd.api.backends import backend_from_settings
 from exportd.api.backends.base import ExportBackend
+from exportd.api.bodylimit import BodyLimitMiddleware
 from exportd.api.context import ApiContext
 from exportd.api.observability import ObservabilityMiddleware, UserContextMiddleware, operations
 from exportd.api.problems import install_problem_handlers
-from exportd.api.routes import events, exports, files, meta, page
+from exportd.api.protection import Protection, install_protection
+from exportd.api.ratelimit import RateLimitMiddleware
+from exportd.api.routes import credits, events, exports, files, meta, page
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
 from exportd.storage.base import storage_from_settings
+from exportd.store.base import Clock
 from exportd.tokens import TokenVerifier
 
 
 def create_app(
-    settings: ApiSettings | None = None, *, backend: ExportBackend | None = None
+    settings: ApiSettings | None = None,
+    *,
+    backend: ExportBackend | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     settings = settings or ApiSettings()
     catalog = Catalog.load(settings.resolved_catalog_path)
@@ -35,14 +42,17 @@ def create_app(
         storage=storage_from_settings(settings),
         signer=UrlSigner(settings.secret("signing_key"), settings.public_url),
     )
+    protection = Protection.build(settings, context.backend, clock)  # credits, keys, limits
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await context.backend.start()
+        await protection.start()
         try:
             async with operations(_app, context):  # readiness self-check, housekeeping
                 yield
         finally:
+            await protection.stop()
             await context.backend.stop()
 
     app = FastAPI(
@@ -54,10 +64,13 @@ def create_app(
     )
     app.state.exportd = context
     install_problem_handlers(app)
+    install_protection(app, protection)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, limiter=protection.limiter)  # needs the user
     app.add_middleware(UserContextMiddleware)  # inside the bearer check: sees the user
     app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
     app.add_middleware(ObservabilityMiddleware)  # outermost: request id, metrics, access log
     # page first: it owns GET /, the web page.
-    for module in (page, probes, observability, meta, exports, events, files):
+    for module in (page, probes, observability, meta, exports, events, files, credits):
         app.include_router(module.router)
     return app

@@ -4,7 +4,8 @@ It runs before routing and before a single byte of the body is received, so a re
 valid token costs a header parse and an HMAC, and nothing is ever stored for it. The verified
 :class:`~exportd.tokens.Principal` travels in the ASGI scope; handlers get it through
 :func:`current_principal`. Public paths: probes, the API documents, the root, and the download
-route (whose links carry their own signature).
+route (whose links carry their own signature). ``/v1/exports/{id}/download`` takes a bearer
+token when one is sent, and otherwise leaves the check to the route (a handle link's token).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exportd.api.problems import problem_response
+from exportd.links import is_download_path
 from exportd.signing import DOWNLOAD_ROUTE
 from exportd.tokens import InvalidToken, Principal, TokenVerifier
 
@@ -50,6 +52,10 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization")
+        if authorization is None and is_download_path(scope["path"]):
+            # A handle link may carry its own token instead; the route checks it (or answers 401).
+            await self.app(scope, receive, send)
+            return
         try:
             principal = self.verifier.verify(bearer_token(authorization))
         except InvalidToken as exc:

@@ -12,9 +12,10 @@ from exportd.api.backends.base import ExportBackend, ExportView
 from exportd.api.models import ExportResource
 from exportd.catalog import Catalog
 from exportd.errors import FieldError, InvalidInput
+from exportd.links import HandleLinks
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
-from exportd.spec import ExportRequestBody, Phase, ReturnType
+from exportd.spec import ExportRequestBody, ExportSpec, Phase, ReturnType
 from exportd.storage.base import Storage
 
 EXPORTS_ROUTE = "/v1/exports"
@@ -40,6 +41,19 @@ class ApiContext:
             object_key, expires_in=self.settings.link_expiry_seconds, download_name=file_name
         )
 
+    @property
+    def handle_links(self) -> HandleLinks:
+        return HandleLinks(self.signer.secret, self.signer.public_url)
+
+    def export_link(self, spec: ExportSpec, object_key: str) -> tuple[str, int]:
+        """The link a client is given for a finished export, fresh on every read: the storage's
+        signed URL (any storage kind), or in ``link_mode: handle`` the API's revocable
+        ``/v1/exports/{id}/download`` link with a token."""
+        if self.settings.link_mode == "handle":
+            expiry = self.settings.link_expiry_seconds
+            return self.handle_links.url(spec.id, spec.requested_by, expiry)
+        return self.download_url(object_key, spec.file_name)
+
     def check_request(self, body: ExportRequestBody) -> None:
         """Everything that must hold before a record is created: delivery and variables."""
         if body.return_type is ReturnType.EMAIL and not email_configured(self.settings):
@@ -58,7 +72,7 @@ class ApiContext:
             and status.object_key
             and spec.return_type is ReturnType.URL
         ):
-            url, expires = self.download_url(status.object_key, spec.file_name)
+            url, expires = self.export_link(spec, status.object_key)
             expires_at = _from_epoch(expires)
         return ExportResource(
             id=spec.id,
@@ -79,13 +93,16 @@ class ApiContext:
             started_at=status.started_at,
             completed_at=status.completed_at,
             error=status.error,
+            delivered=status.delivered,
+            conditions=status.conditions or None,
             status_url=self.status_url(spec.id),
         )
 
 
 def email_configured(settings: ApiSettings) -> bool:
-    """Email delivery exists once SMTP settings do; until then no request may ask for it."""
-    return getattr(settings, "smtp_host", None) is not None
+    """E-mail delivery needs an SMTP server and a sender; without them no request may ask for
+    it (a 422 at once, rather than an export that fails after running)."""
+    return settings.smtp.host is not None and settings.smtp.sender is not None
 
 
 def _from_epoch(seconds: int) -> datetime:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from exportd.spec import (
     CamelModel,
+    Condition,
     ExportErrorInfo,
     ExportFormat,
     Phase,
@@ -59,6 +60,8 @@ class ExportResource(CamelModel):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error: ExportErrorInfo | None = None
+    delivered: bool | None = None  # returnType email: whether the e-mail was sent
+    conditions: list[Condition] | None = None  # e.g. Delivered, with its reason
     status_url: str
 
 
@@ -88,6 +91,7 @@ class Problem(CamelModel):
     reason: str | None = None
     errors: list[FieldProblem] | None = None
     export_id: str | None = None
+    next_credit_at: datetime | None = None  # 402: when the next credit arrives
 
 
 class Health(CamelModel):

@@ -26,12 +26,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exportd import logs, metrics
@@ -65,18 +65,34 @@ def request_id_from(headers: Headers) -> str:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template; for answers given before routing (401), the route
+    """The matched route's path template; for answers given before routing (401), the template
     the path would have matched."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
     app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(candidate, "path", UNMATCHED_ROUTE))
+    state = getattr(app, "state", None)
+    patterns = getattr(state, "route_patterns", None)
+    if patterns is None:
+        routes = getattr(getattr(app, "router", None), "routes", ())
+        patterns = [(template, compile_path(template)[0]) for template in _templates(routes, "")]
+        if state is not None:
+            state.route_patterns = patterns  # routes are fixed once the app serves
+    for template, regex in patterns:
+        if regex.match(scope["path"]):
+            return str(template)
     return UNMATCHED_ROUTE
+
+
+def _templates(routes: Iterable[Any], prefix: str) -> Iterator[str]:
+    """Every route's full path template, through included routers (FastAPI wraps those)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            nested = getattr(getattr(route, "include_context", None), "prefix", "") or ""
+            yield from _templates(inner.routes, prefix + nested)
+        elif isinstance(getattr(route, "path", None), str):
+            yield prefix + route.path
 
 
 class _Answer:

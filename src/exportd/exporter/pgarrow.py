@@ -21,6 +21,7 @@ that source instead, so a file never depends on which path read it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -178,8 +179,7 @@ class PostgresArrowSource(Source):
         }
         timeout_ms = options.statement_timeout_seconds * 1000
         arguments["options"] = (
-            f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms} "
-            "-c TimeZone=UTC"
+            f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms} -c TimeZone=UTC"
         )
         return make_conninfo("", **arguments)
 
@@ -201,10 +201,8 @@ class PostgresArrowSource(Source):
         self._cancelled = True
         if self._duck is not None:
             self._duck.interrupt()
-        try:
+        with contextlib.suppress(psycopg.Error):  # nothing running on the describing connection
             self._conn.cancel()
-        except psycopg.Error:
-            pass  # nothing running on the describing connection
 
     def close(self) -> None:
         if self._duck is not None:

@@ -27,6 +27,7 @@ The module imports neither pyarrow nor DuckDB, so a process exporting CSV this w
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -224,7 +225,9 @@ class PostgresCsvCopy:
         bound = psycopg.ClientCursor(self._conn).mogrify(statement, dict(params))
         pgconn = self._conn.pgconn
         pgconn.send_query(bound.encode("utf-8"))
-        self._expect(pgconn.get_result(), pq.ExecStatus.COPY_OUT)
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [], SELECT_TIMEOUT_SECONDS)
+        self._expect(_next_result(pgconn), pq.ExecStatus.COPY_OUT)
         written = 0
         rows: list[memoryview] = []
         append = rows.append
@@ -244,11 +247,11 @@ class PostgresCsvCopy:
             elif size == -1:
                 break
             else:
-                raise psycopg.OperationalError(pgconn.get_error_message().decode())
+                raise psycopg.OperationalError(pgconn.get_error_message())
         written += _flush(rows, file)
-        final = pgconn.get_result()
+        final = _next_result(pgconn)
         self._expect(final, pq.ExecStatus.COMMAND_OK)
-        while pgconn.get_result() is not None:
+        while _next_result(pgconn) is not None:
             pass
         self._check_progress(written, max_rows)
         return int(final.command_tuples or 0) if final else written, written
@@ -289,10 +292,8 @@ class PostgresCsvCopy:
 
     def cancel(self) -> None:
         self._cancelled.set()
-        try:
+        with contextlib.suppress(psycopg.Error):  # nothing running, or the connection is gone
             self._conn.cancel()
-        except psycopg.Error:
-            pass  # nothing running, or the connection is gone
 
     def close(self) -> None:
         self._conn.close()
@@ -302,6 +303,16 @@ class PostgresCsvCopy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    """``PQgetResult`` without blocking in C: waiting happens in ``select``, which lets other
+    threads (the one that cancels) run."""
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return pgconn.get_result()
+        select.select([pgconn.socket], [], [], SELECT_TIMEOUT_SECONDS)
 
 
 def _flush(rows: list[memoryview], file: BinaryIO) -> int:

@@ -7,22 +7,26 @@ dependency), the working directory is removed and nothing appears at the final k
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pyarrow as pa
+
 from exportd.catalog import Catalog, ExportType
 from exportd.errors import Cancelled, PermanentFailure, TransientFailure
+from exportd.exporter.delivering import deliver_export
 from exportd.exporter.sources import QueryOptions, Source, open_source
-from exportd.exporter.writers import ExportMetadata, WriteSummary, open_writer
+from exportd.exporter.writers import ExportMetadata, Writer, WriteSummary, open_writer
 from exportd.sampledb import ensure_sample_db
 from exportd.settings import ExporterSettings, SourceConfig
 from exportd.spec import ExportResult, ExportSpec, utc_now
@@ -103,6 +107,7 @@ def run_export(
         raise TransientFailure(f"local file error: {exc}", reason="FileError") from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    delivered, conditions = deliver_export(spec, stored, storage, settings)  # returnType email
     return ExportResult(
         rows_read=rows_read,
         rows_written=summary.rows_written,
@@ -113,6 +118,8 @@ def run_export(
         started_at=started_at,
         completed_at=completed_at,
         created=stored.created,
+        delivered=delivered,
+        conditions=conditions,
     )
 
 
@@ -141,23 +148,12 @@ def _produce(
         batch_rows=settings.batch_rows,
         statement_timeout_seconds=plan.export_type.statement_timeout_seconds,
     )
-    max_rows = plan.export_type.max_rows
     with _open_source(plan, settings) as source, _CancelWatcher(cancel, source):
         writer = open_writer(spec.format, output, plan.metadata, plan.export_type)
-        rows_read = 0
         try:
-            for batch in source.stream(plan.export_type.query, plan.params, options):
-                if cancel.is_set():
-                    raise Cancelled("the export was cancelled")
-                rows_read += batch.num_rows
-                if max_rows is not None and rows_read > max_rows:
-                    raise PermanentFailure(
-                        f"the export has more than its limit of {max_rows} rows",
-                        reason="TooManyRows",
-                    )
-                writer.write_batch(batch)
-                if on_progress is not None:
-                    on_progress(rows_read)
+            batches = source.stream(plan.export_type.query, plan.params, options)
+            with _closing(batches):
+                rows_read = _copy(batches, writer, plan.export_type.max_rows, on_progress, cancel)
             completed_at = utc_now()
             summary = writer.finish(completed_at)
         except BaseException as exc:
@@ -170,6 +166,40 @@ def _produce(
             f"read {rows_read} rows but wrote {summary.rows_written}", reason="IncompleteExport"
         )
     return rows_read, summary, completed_at
+
+
+def _copy(
+    batches: Iterator[pa.RecordBatch],
+    writer: Writer,
+    max_rows: int | None,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event,
+) -> int:
+    """Feed every batch to the writer; return the number of rows read."""
+    rows_read = 0
+    for batch in batches:
+        if cancel.is_set():
+            raise Cancelled("the export was cancelled")
+        rows_read += batch.num_rows
+        if max_rows is not None and rows_read > max_rows:
+            raise PermanentFailure(
+                f"the export has more than its limit of {max_rows} rows", reason="TooManyRows"
+            )
+        writer.write_batch(batch)
+        if on_progress is not None:
+            on_progress(rows_read)
+    return rows_read
+
+
+@contextlib.contextmanager
+def _closing(batches: Iterator[pa.RecordBatch]) -> Iterator[None]:
+    """Close a stream abandoned early, so its query stops before the source closes."""
+    try:
+        yield
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 class _CancelWatcher:

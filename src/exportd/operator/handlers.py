@@ -25,6 +25,7 @@ from exportd.catalog import Catalog
 from exportd.operator.admission import Limits
 from exportd.operator.connection import Cluster
 from exportd.operator.controller import Controller, RoundFailed
+from exportd.operator.housekeeping import register_operations
 from exportd.operator.jobs import MANAGED_BY, JobTemplate, RequestRef, job_name
 from exportd.operator.kube import KubeApi, KubeError
 from exportd.operator.reconcile import Linker, RoundContext
@@ -59,6 +60,11 @@ def pin_kopf_settings(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.connect_timeout = 30
     kopf_settings.watching.inactivity_timeout = 90
+    # Only the operator's own Jobs are watched, filtered by the apiserver: the cluster's other
+    # Jobs (possibly many) never reach it.
+    kopf_settings.watching.label_selectors["batch", "v1", "jobs"] = (
+        f"{er.LABEL_MANAGED_BY}={MANAGED_BY}"
+    )
     # Other API calls give up after a minute rather than aiohttp's five.
     kopf_settings.networking.request_timeout = 60
     kopf_settings.networking.connect_timeout = 10
@@ -173,6 +179,7 @@ def register(
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
 
+    register_operations(registry, settings, runtime)  # metrics, housekeeping timer
     return runtime
 
 

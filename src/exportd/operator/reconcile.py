@@ -299,6 +299,8 @@ def _succeeded(
         "message": None,
     }
     spec = er.request_spec_of(view.body)
+    if spec.return_type is ReturnType.EMAIL:
+        changes["delivered"] = result.delivered  # the exporter sent it (None: another run did)
     if spec.return_type is ReturnType.URL:
         url, expires = ctx.link(result.object_key, spec.file_name)
         changes["url"] = url

@@ -28,6 +28,7 @@ from typing import IO
 
 from exportd import logs, metrics
 from exportd.catalog import Catalog
+from exportd.delivery import failure_conditions
 from exportd.errors import ExitCode, InvalidInput
 from exportd.runner import child
 from exportd.settings import ApiSettings
@@ -299,6 +300,8 @@ class LocalRunner:
                 started_at=result.started_at,
                 completed_at=result.completed_at,
                 error=None,
+                delivered=result.delivered,
+                conditions=result.conditions,
             )
             await self._write(record.id, status, expected_phases=[Phase.RUNNING])
             return True
@@ -381,7 +384,11 @@ class LocalRunner:
         if record is None or record.phase.is_terminal:
             return
         status = record.status.evolve(
-            phase=phase, error=error, queue_position=None, completed_at=utc_now()
+            phase=phase,
+            error=error,
+            queue_position=None,
+            completed_at=utc_now(),
+            conditions=failure_conditions(record.spec, error) or record.status.conditions,
         )
         await self._write(export_id, status, pid=None, expected_phases=ACTIVE_PHASES)
 

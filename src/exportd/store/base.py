@@ -31,6 +31,7 @@ from exportd.spec import TERMINAL_PHASES, ExportSpec, ExportStatus, Phase, utc_n
 
 if TYPE_CHECKING:
     from exportd.credits import CreditAccount, CreditPolicy
+    from exportd.links import LinkEvent
     from exportd.store.admission import Admission, Admitted, StoredResponse
 
 LIST_LIMIT_MAX = 100
@@ -183,6 +184,20 @@ class StateStore(ABC):
         """Delete a terminal record that is still at ``version`` (compare-and-delete, so two
         housekeeping runs delete it once); ``False`` when it changed or is already gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete records yet")
+
+    # -- handle links: the download audit log and revocations (exportd.links) -----------------
+
+    async def add_link_event(self, event: LinkEvent) -> None:
+        """Append one download or revocation to the audit log."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no link events")
+
+    async def link_events(self, export_id: str) -> list[LinkEvent]:
+        """The export's downloads and revocations, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no link events")
+
+    async def revoked_at(self, export_id: str) -> datetime | None:
+        """When the export's links were first revoked; ``None`` while they work."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no link events")
 
     # -- admission: idempotency keys, queue limits, credits ---------------------------------
 

@@ -78,6 +78,25 @@ PG_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
         ),
     ),
+    Migration(
+        3,
+        "link events: download audit log and revocations (exportd.links)",
+        (
+            """
+            CREATE TABLE link_events (
+                id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                export_id  TEXT NOT NULL,
+                kind       TEXT NOT NULL CHECK (kind IN ('download', 'revoke')),
+                actor      TEXT NOT NULL,
+                via        TEXT NOT NULL CHECK (via IN ('bearer', 'link')),
+                client_ip  TEXT,
+                user_agent TEXT,
+                at         TIMESTAMPTZ NOT NULL
+            )
+            """,
+            "CREATE INDEX link_events_by_export ON link_events (export_id, kind, at)",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

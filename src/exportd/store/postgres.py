@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from exportd.credits import CreditAccount, CreditPolicy, accrue
 from exportd.errors import Conflict
+from exportd.links import LinkEvent
 from exportd.spec import TERMINAL_PHASES, ExportStatus, Phase, utc_now
 from exportd.store.admission import Admission, Admitted, StoredResponse, admit, refund_export
 from exportd.store.base import Clock, ExportPage, ExportRecord, PageCursor, StateStore, clamp_limit
@@ -51,6 +52,7 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 _T = TypeVar("_T")
 Conn = psycopg.Connection[Row]
 _TERMINAL = sorted(phase.value for phase in TERMINAL_PHASES)
+_LINK_COLUMNS = "export_id, kind, actor, via, client_ip, user_agent, at"
 
 
 class PostgresStateStore(StateStore):
@@ -355,3 +357,34 @@ class PostgresStateStore(StateStore):
             (export_id, version, _TERMINAL),
         )
         return deleted == 1
+
+    # -- handle links: the download audit log and revocations (exportd.links) -----------------
+
+    async def add_link_event(self, event: LinkEvent) -> None:
+        await self._call(
+            self._execute,
+            f"INSERT INTO link_events ({_LINK_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            tuple(event.model_dump().values()),
+        )
+
+    async def link_events(self, export_id: str) -> list[LinkEvent]:
+        return await self._call(self._link_events, export_id)
+
+    def _link_events(self, export_id: str) -> list[LinkEvent]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_LINK_COLUMNS} FROM link_events WHERE export_id = %s ORDER BY at, id",
+                (export_id,),
+            ).fetchall()
+        return [LinkEvent(**row) for row in rows]
+
+    async def revoked_at(self, export_id: str) -> datetime | None:
+        return await self._call(self._revoked_at, export_id)
+
+    def _revoked_at(self, export_id: str) -> datetime | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT MIN(at) AS at FROM link_events WHERE export_id = %s AND kind = 'revoke'",
+                (export_id,),
+            ).fetchone()
+        return row["at"] if row is not None else None

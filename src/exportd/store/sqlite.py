@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from exportd.credits import CreditAccount, CreditPolicy, accrue
 from exportd.errors import Conflict
+from exportd.links import LinkEvent
 from exportd.spec import TERMINAL_PHASES, ExportStatus, Phase, utc_now
 from exportd.store.admission import Admission, Admitted, StoredResponse, admit, refund_export
 from exportd.store.base import (
@@ -45,8 +46,10 @@ from exportd.store.sqlite_rows import (
 from exportd.store.sqlite_rows import (
     stamp as _stamp,
 )
+from exportd.store.sqlite_rows import unstamp
 
 BUSY_TIMEOUT_MS = 5000
+_LINK_COLUMNS = "export_id, kind, actor, via, client_ip, user_agent, at"
 _T = TypeVar("_T")
 
 
@@ -351,3 +354,30 @@ class SqliteStateStore(StateStore):
             (export_id, version, *terminal),
         )
         return deleted == 1
+
+    # -- handle links: the download audit log and revocations (exportd.links) -----------------
+
+    async def add_link_event(self, event: LinkEvent) -> None:
+        await self._call(
+            self._execute_write,
+            f"INSERT INTO link_events ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*event.model_dump(exclude={"at"}).values(), _stamp(event.at)),
+        )
+
+    async def link_events(self, export_id: str) -> list[LinkEvent]:
+        rows = await self._call(
+            lambda: self.conn.execute(
+                f"SELECT {_LINK_COLUMNS} FROM link_events WHERE export_id = ? ORDER BY at, id",
+                (export_id,),
+            ).fetchall()
+        )
+        return [LinkEvent(**{**dict(row), "at": unstamp(row["at"])}) for row in rows]
+
+    async def revoked_at(self, export_id: str) -> datetime | None:
+        row = await self._call(
+            lambda: self.conn.execute(
+                "SELECT MIN(at) FROM link_events WHERE export_id = ? AND kind = 'revoke'",
+                (export_id,),
+            ).fetchone()
+        )
+        return unstamp(row[0]) if row is not None and row[0] else None

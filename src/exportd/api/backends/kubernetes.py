@@ -171,13 +171,14 @@ class KubernetesBackend(ExportBackend):
         )
         return cast(dict[str, Any], page)
 
-    async def _owned(self, export_id: str, owner: str) -> dict[str, Any]:
-        """The CR of ``export_id`` if ``owner`` asked for it; NotFound otherwise (either way)."""
+    async def _owned(self, export_id: str, owner: str | None) -> dict[str, Any]:
+        """The CR of ``export_id`` if ``owner`` asked for it (``None``: anyone, the admin scope);
+        NotFound otherwise (either way)."""
         try:
             body = await self._read(export_id)
         except NotFound:
             body = None
-        if body is None or er.requester_of(body) != owner:
+        if body is None or (owner is not None and er.requester_of(body) != owner):
             raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
         return body
 
@@ -203,15 +204,20 @@ class KubernetesBackend(ExportBackend):
             return er.export_status_from_body(existing)
         return er.export_status_from_body(cast(dict[str, Any], created))
 
-    async def get(self, export_id: str, owner: str) -> ExportView:
+    async def get(self, export_id: str, owner: str | None) -> ExportView:
         return _view(await self._owned(export_id, owner))
 
     async def list(
-        self, owner: str, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
+        self, owner: str | None, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
     ) -> ExportViewPage:
-        selector = f"{er.LABEL_REQUESTER}={er.requester_label(owner)}"
-        page = await self._list(label_selector=selector)
-        views = [_view(item) for item in page.get("items") or [] if er.requester_of(item) == owner]
+        if owner is None:  # the admin scope: everyone's
+            page = await self._list()
+        else:
+            page = await self._list(
+                label_selector=f"{er.LABEL_REQUESTER}={er.requester_label(owner)}"
+            )
+        items_in = page.get("items") or []
+        views = [_view(i) for i in items_in if owner is None or er.requester_of(i) == owner]
         views.sort(key=_newest_first, reverse=True)
         if cursor is not None:
             after = _decode_cursor(cursor)
@@ -220,7 +226,7 @@ class KubernetesBackend(ExportBackend):
         more = len(views) > limit
         return ExportViewPage(items, _encode_cursor(items[-1]) if more and items else None)
 
-    async def cancel(self, export_id: str, owner: str) -> ExportView:
+    async def cancel(self, export_id: str, owner: str | None) -> ExportView:
         body = await self._owned(export_id, owner)
         if not er.export_status_from_body(body).phase.is_terminal:
             await _call(

@@ -1,8 +1,10 @@
 """Export routes: the seed ``POST /export`` and the ``/v1/exports`` resource.
 
 Order of work for a new export: the token was checked by the middleware; the body is validated
-(422 naming the field); delivery and variables are checked against settings and the catalog
-(422); only then is a record created and handed to the backend.
+(422 naming the field); then :meth:`exportd.api.protection.Protection.create` checks delivery
+and variables (422), admits the export in one store transaction (idempotency key, queue limits,
+credit debit, record) and hands it to the backend. A caller sees its own exports; one with the
+admin scope sees everyone's.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from exportd.api.auth import PrincipalDep
 from exportd.api.context import EXPORTS_ROUTE, ApiContext, ContextDep
+from exportd.api.idempotency import IdempotencyKeyHeader
 from exportd.api.models import (
     AcceptedResponse,
     ExportList,
@@ -23,6 +26,9 @@ from exportd.api.models import (
     SyncUrlResponse,
 )
 from exportd.api.problems import problem_response
+from exportd.api.protection import ProtectionDep
+from exportd.delivery import FAILURE_REASONS as DELIVERY_FAILURE_REASONS
+from exportd.errors import Forbidden
 from exportd.spec import ExportRequestBody, ExportSpec, ExportStatus, Phase, ReturnType
 
 router = APIRouter()
@@ -39,14 +45,9 @@ _FAILURE_STATUS = {
     "DeadlineExceeded": 504,
     "Interrupted": 503,
     "TransientFailure": 503,
+    **dict.fromkeys(DELIVERY_FAILURE_REASONS, 502),  # the mail server refused or failed
+    "SmtpUnavailable": 503,
 }
-
-
-async def _submit(context: ApiContext, body: ExportRequestBody, owner: str) -> ExportSpec:
-    context.check_request(body)
-    spec = ExportSpec.from_request(body, requested_by=owner)
-    await context.backend.submit(spec)
-    return spec
 
 
 @router.post(
@@ -56,23 +57,32 @@ async def _submit(context: ApiContext, body: ExportRequestBody, owner: str) -> E
     summary="Export and wait: the link (or e-mail) when done, 202 past the wait",
 )
 async def export_and_wait(
-    body: ExportRequestBody, principal: PrincipalDep, context: ContextDep
-) -> JSONResponse:
-    spec = await _submit(context, body, principal.sub)
-    status = await context.backend.wait_until_terminal(spec.id, context.settings.sync_wait_seconds)
-    if status.phase is Phase.SUCCEEDED:
-        return JSONResponse(_success_body(context, spec, status))
-    if status.phase.is_terminal:
-        return _failure(spec, status)
-    accepted = AcceptedResponse(id=spec.id, status_url=context.status_url(spec.id))
-    return JSONResponse(accepted.to_json_dict(), status_code=202)
+    body: ExportRequestBody,
+    principal: PrincipalDep,
+    context: ContextDep,
+    protection: ProtectionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    async def wait_and_answer(spec: ExportSpec) -> Response:
+        wait = context.settings.sync_wait_seconds
+        status = await context.backend.wait_until_terminal(spec.id, wait)
+        if status.phase is Phase.SUCCEEDED:
+            return JSONResponse(_success_body(context, spec, status))
+        if status.phase.is_terminal:
+            return _failure(spec, status)
+        accepted = AcceptedResponse(id=spec.id, status_url=context.status_url(spec.id))
+        return JSONResponse(accepted.to_json_dict(), status_code=202)
+
+    return await protection.create(
+        context, body, principal, idempotency_key, "/export", wait_and_answer
+    )
 
 
 def _success_body(context: ApiContext, spec: ExportSpec, status: ExportStatus) -> dict[str, Any]:
     if spec.return_type is ReturnType.EMAIL:
         return SyncEmailResponse().to_json_dict()
     assert status.object_key is not None
-    url, _ = context.download_url(status.object_key, spec.file_name)
+    url, _ = context.export_link(spec, status.object_key)
     return SyncUrlResponse(url=url).to_json_dict()
 
 
@@ -96,14 +106,20 @@ def _failure(spec: ExportSpec, status: ExportStatus) -> JSONResponse:
     summary="Start an export; follow it at the Location",
 )
 async def create_export(
-    body: ExportRequestBody, principal: PrincipalDep, context: ContextDep
-) -> JSONResponse:
-    spec = await _submit(context, body, principal.sub)
-    view = await context.backend.get(spec.id, principal.sub)
-    location = context.status_url(spec.id)
-    return JSONResponse(
-        context.resource(view).to_json_dict(), status_code=202, headers={"Location": location}
-    )
+    body: ExportRequestBody,
+    principal: PrincipalDep,
+    context: ContextDep,
+    protection: ProtectionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    async def answer(spec: ExportSpec) -> Response:
+        view = await context.backend.get(spec.id, principal.sub)
+        location = context.status_url(spec.id)
+        return JSONResponse(
+            context.resource(view).to_json_dict(), status_code=202, headers={"Location": location}
+        )
+
+    return await protection.create(context, body, principal, idempotency_key, EXPORTS_ROUTE, answer)
 
 
 @router.get(
@@ -112,24 +128,32 @@ async def create_export(
     response_model_exclude_none=True,
     responses=_PROBLEMS,
 )
-async def get_export(export_id: str, principal: PrincipalDep, context: ContextDep) -> Any:
-    return context.resource(await context.backend.get(export_id, principal.sub)).to_json_dict()
+async def get_export(
+    export_id: str, principal: PrincipalDep, context: ContextDep, protection: ProtectionDep
+) -> Any:
+    owner = protection.admin_or(principal)
+    return context.resource(await context.backend.get(export_id, owner)).to_json_dict()
 
 
 @router.get(
     EXPORTS_ROUTE,
     response_model=ExportList,
     response_model_exclude_none=True,
-    responses=_PROBLEMS,
-    summary="The caller's exports, newest first",
+    responses={**_PROBLEMS, 403: _PROBLEMS[401]},
+    summary="The caller's exports (everyone's: `all=true`, admin scope), newest first",
 )
 async def list_exports(
     principal: PrincipalDep,
     context: ContextDep,
+    protection: ProtectionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    all_owners: Annotated[bool, Query(alias="all")] = False,
 ) -> Any:
-    page = await context.backend.list(principal.sub, limit, cursor)
+    owner = protection.admin_or(principal) if all_owners else principal.sub
+    if all_owners and owner is not None:
+        raise Forbidden("listing every user's exports needs the admin scope")
+    page = await context.backend.list(owner, limit, cursor)
     items = [context.resource(view) for view in page.items]
     return ExportList(items=items, next_cursor=page.next_cursor).to_json_dict()
 
@@ -141,5 +165,8 @@ async def list_exports(
     responses=_PROBLEMS,
     summary="Cancel an export: its process is stopped and no file is published",
 )
-async def cancel_export(export_id: str, principal: PrincipalDep, context: ContextDep) -> Any:
-    return context.resource(await context.backend.cancel(export_id, principal.sub)).to_json_dict()
+async def cancel_export(
+    export_id: str, principal: PrincipalDep, context: ContextDep, protection: ProtectionDep
+) -> Any:
+    owner = protection.admin_or(principal)
+    return context.resource(await context.backend.cancel(export_id, owner)).to_json_dict()

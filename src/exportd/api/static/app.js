@@ -101,7 +101,7 @@
       case 401:
         return `Your token was not accepted${detail}. Sign in again with a valid token.`;
       case 402:
-        return `Not enough credits to start an export${detail}. Credits come back daily.`;
+        return `Not enough credits to start an export${detail}. ${nextCredit(error)}`;
       case 403:
         return `This is not allowed${detail}.`;
       case 404:
@@ -113,12 +113,17 @@
       case 422:
         return `Some values were not accepted${detail}. See the marked fields.`;
       case 429:
-        return `Too many requests${detail}. ${waitText}`;
+        return `Too many requests. ${waitText}`;
       case 503:
         return `The service is busy${detail}. ${waitText}`;
       default:
         return `The server answered ${error.status} ${error.problem.title || ""}${detail}.`;
     }
+  }
+
+  function nextCredit(error) {
+    const at = error.problem.nextCreditAt;
+    return at ? `Your next credit arrives ${formatTime(at)}.` : "Credits are added daily.";
   }
 
   function plural(count, word) {
@@ -598,6 +603,9 @@
     } else if (resource.phase === "Running") {
       bar.removeAttribute("value"); // indeterminate: the total is not known until the end
       percent.textContent = "";
+    } else {
+      bar.value = 0; // Failed or Cancelled: nothing more is coming
+      percent.textContent = "";
     }
     text.textContent = progressText(resource);
     if (resource.phase === "Succeeded" && resource.url) showDownload(byId("download-link"), resource);
@@ -700,19 +708,21 @@
   }
 
   function actionsCell(item) {
-    const cell = element("td", null, { class: "actions" });
+    const cell = element("td");
+    const box = element("div", null, { class: "actions" });
+    cell.append(box);
     if (!TERMINAL.has(item.phase)) {
       const cancel = element("button", "Cancel", { type: "button", class: "secondary" });
       cancel.setAttribute("aria-label", `Cancel ${item.fileName}`);
       cancel.addEventListener("click", () => cancelExport(item, cancel));
-      cell.append(cancel);
+      box.append(cancel);
     }
     if (item.phase === "Succeeded" && item.url) {
       const link = element("a");
       showDownload(link, item);
       link.textContent = "Download";
       link.setAttribute("aria-label", `Download ${item.fileName}`);
-      cell.append(link);
+      box.append(link);
     }
     return cell;
   }

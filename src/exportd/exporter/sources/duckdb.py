@@ -9,6 +9,7 @@ the connection, which is also how ``cancel`` reaches the running query.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -72,13 +73,13 @@ class DuckDBSource(Source):
     ) -> Iterator[pa.RecordBatch]:
         try:
             self._con.execute(to_dollar(sql), dict(params))
-            reader = self._con.to_arrow_reader(batch_rows)
-            schema_sent = False
-            for batch in reader:
-                schema_sent = True
-                yield batch
-            if not schema_sent:
-                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+            with self._con.to_arrow_reader(batch_rows) as reader:
+                schema_sent = False
+                for batch in reader:
+                    schema_sent = True
+                    yield batch
+                if not schema_sent:
+                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
         except (duckdb.Error, pa.ArrowException, RuntimeError, OSError) as exc:
             # Errors raised while Arrow pulls batches arrive wrapped as OSError/RuntimeError.
             raise self._translate(exc) from exc
@@ -92,13 +93,19 @@ class DuckDBSource(Source):
             if time.monotonic() >= deadline and not self._cancelled.is_set():
                 self._timed_out.set()
             if self._cancelled.is_set() or self._timed_out.is_set():
-                self._con.interrupt()
+                self._interrupt()
 
     def cancel(self) -> None:
         self._cancelled.set()
-        self._con.interrupt()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        with contextlib.suppress(duckdb.ConnectionException):  # already closed: nothing runs
+            self._con.interrupt()
 
     def close(self) -> None:
+        # A query left unfinished (the consumer stopped early) must not keep running.
+        self._interrupt()
         self._con.close()
 
     def _translate(self, exc: Exception) -> ExportdError:

@@ -99,7 +99,9 @@ class FastXlsxWriter(Writer):
         self._sheet_rows = 0
         self._finished = False
         self._builder = threading.Thread(target=self._guard, args=(self._build_loop,), daemon=True)
-        self._appender = threading.Thread(target=self._guard, args=(self._append_loop,), daemon=True)
+        self._appender = threading.Thread(
+            target=self._guard, args=(self._append_loop,), daemon=True
+        )
         self._builder.start()
         self._appender.start()
 

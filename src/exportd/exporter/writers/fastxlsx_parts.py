@@ -91,16 +91,15 @@ def workbook_rels(sheet_count: int) -> bytes:
         f'<Relationship Id="rId{i}" Type="{sheet_rel}" Target="worksheets/sheet{i}.xml"/>'
         for i in range(1, sheet_count + 1)
     )
-    styles = (
-        f'<Relationship Id="rId{sheet_count + 1}" Type="{REL_NS}/styles" Target="styles.xml"/>'
-    )
-    return (XML_DECLARATION + f'<Relationships xmlns="{PKG_REL_NS}">{rels}{styles}'
-            "</Relationships>").encode()
+    styles = f'<Relationship Id="rId{sheet_count + 1}" Type="{REL_NS}/styles" Target="styles.xml"/>'
+    return (
+        XML_DECLARATION + f'<Relationships xmlns="{PKG_REL_NS}">{rels}{styles}</Relationships>'
+    ).encode()
 
 
 def workbook(sheets: list[SheetPart]) -> bytes:
     entries = "".join(
-        f"<sheet name={quoteattr(sheet.name)} sheetId=\"{i}\" r:id=\"rId{i}\"/>"
+        f'<sheet name={quoteattr(sheet.name)} sheetId="{i}" r:id="rId{i}"/>'
         for i, sheet in enumerate(sheets, start=1)
     )
     # Excel keeps an autofilter's range in this hidden name; it repairs files without it.

@@ -253,7 +253,9 @@ def rows_xml(cells: list[pa.Array], first_row: int) -> pa.Buffer:
 def concatenated(strings: pa.Array) -> pa.Buffer:
     """All strings of a NULL-free string array back to back, without copying."""
     _, offsets_buffer, data = strings.buffers()
-    offsets = memoryview(offsets_buffer).cast("q" if pa.types.is_large_string(strings.type) else "i")
+    offsets = memoryview(offsets_buffer).cast(
+        "q" if pa.types.is_large_string(strings.type) else "i"
+    )
     start = offsets[strings.offset]
     end = offsets[strings.offset + len(strings)]
     return data.slice(start, end - start)

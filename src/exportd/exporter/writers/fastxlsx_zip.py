@@ -15,21 +15,26 @@ an offset needs them (sheet XML past 4 GiB), so ordinary files are plain ZIP 2.0
 
 from __future__ import annotations
 
+import importlib
 import struct
 import time
 import zlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import BinaryIO
 
-try:  # ISA-L is optional: same deflate format, several times faster.
-    from isal import isal_zlib as _deflate_lib
 
-    DEFLATE_LEVEL = 1
-    DEFLATE_ENGINE = "isal"
-except ImportError:  # pragma: no cover - exercised only where isal is not installed
-    _deflate_lib = zlib  # type: ignore[no-redef]
-    DEFLATE_LEVEL = 1
-    DEFLATE_ENGINE = "zlib"
+def _deflate_module() -> ModuleType:
+    """ISA-L when installed (same deflate format, several times faster), else zlib."""
+    try:
+        return importlib.import_module("isal.isal_zlib")
+    except ImportError:  # pragma: no cover - only where isal is not installed
+        return zlib
+
+
+_deflate_lib = _deflate_module()
+DEFLATE_ENGINE = "zlib" if _deflate_lib is zlib else "isal"
+DEFLATE_LEVEL = 1
 
 RAW_DEFLATE = -15
 DEFLATED = 8
@@ -96,18 +101,21 @@ class ZipStream:
             if entry.flags & FLAG_DATA_DESCRIPTOR
             else (entry.crc, entry.compressed_size, entry.size)
         )
-        return struct.pack(
-            "<IHHHHHIIIHH",
-            0x04034B50,
-            VERSION_DEFAULT,
-            entry.flags,
-            DEFLATED,
-            entry.dos_time,
-            entry.dos_date,
-            *sizes,
-            len(entry.name),
-            0,
-        ) + entry.name
+        return (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                VERSION_DEFAULT,
+                entry.flags,
+                DEFLATED,
+                entry.dos_time,
+                entry.dos_date,
+                *sizes,
+                len(entry.name),
+                0,
+            )
+            + entry.name
+        )
 
     def _new_entry(self, name: str, flags: int) -> _Entry:
         if self._open is not None:

@@ -1,0 +1,136 @@
+"""Housekeeping of ExportRequests in Kubernetes mode: a kopf timer on every finished request.
+
+Q6 asks for a kopf timer (with peering) or a CronJob. The choice is a **kopf timer**, because:
+
+- the operator already holds everything the work needs: the storage client (to delete files),
+  RBAC on ExportRequests, and the metrics registry; a CronJob would need its own image
+  reference, ServiceAccount, Role and storage credentials, and a second copy of the rules;
+- the operator runs as one standalone replica with a ``Recreate`` strategy (see
+  :func:`exportd.operator.handlers.pin_kopf_settings`), which already elects a single instance;
+  kopf's peering would only add peering objects and freeze equal-priority replicas. If two
+  operators ever overlap (a botched rollout), each step below is idempotent: deleting a deleted
+  file succeeds, deleting a deleted request is a 404 taken as done, the status patch is the same;
+- a per-request timer is level-triggered like the rest of the operator: after downtime, every
+  finished request's timer fires once at startup, so what expired meanwhile goes at once.
+
+Per finished request (``completedAt`` past the retention, see
+:func:`exportd.housekeeping.retention_action`): past ``record_retention_seconds`` its file and
+e-mail marker are deleted, then the request itself (the operator's delete handler removes the
+Job); past ``file_retention_seconds`` only the file, and the status forgets ``objectKey``,
+``url`` and ``expiresAt``. Stuck requests (Running with no Job) need nothing here: every
+reconcile round fails them as ``JobNotFound``. Finished Jobs go by ``ttlSecondsAfterFinished``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes.aio.client import CustomObjectsApi
+from kubernetes.aio.client.exceptions import ApiException
+
+from exportd import exportrequest as er
+from exportd import metrics
+from exportd.housekeeping import RetentionAction, export_keys, retention_action
+from exportd.settings import OperatorSettings
+from exportd.spec import TERMINAL_PHASES, utc_now
+from exportd.storage import Storage, storage_from_settings
+
+log = logging.getLogger(__name__)
+RETRY_DELAY_SECONDS = 60.0
+
+
+def _finished(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") in TERMINAL_PHASES
+
+
+class RequestHousekeeper:
+    def __init__(self, settings: OperatorSettings, runtime: Any, storage: Storage) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.storage = storage
+
+    async def tend(self, body: Mapping[str, Any]) -> RetentionAction:
+        """Do what is due for one finished request; what was done."""
+        meta = er.metadata(body)
+        status = er.status_of(body)
+        finished_at = er.parse_time(status.completed_at) or er.parse_time(
+            meta.get("creationTimestamp")
+        )
+        if finished_at is None:
+            return RetentionAction.KEEP
+        has_file = status.object_key is not None
+        action = retention_action(finished_at, has_file, utc_now(), self.settings)
+        if action is RetentionAction.KEEP:
+            return action
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        object_key = status.object_key or (status.result.object_key if status.result else None)
+        for key in export_keys(name, object_key):
+            await asyncio.to_thread(self.storage.delete, key)
+        if action is RetentionAction.DELETE_RECORD:
+            if await self._delete_request(namespace, name):
+                metrics.HOUSEKEEPING_ITEMS.labels(action="request_deleted").inc()
+                log.info("deleted ExportRequest %s/%s past its retention", namespace, name)
+            return action
+        forget = {"status": {"objectKey": None, "url": None, "expiresAt": None}}
+        if await self.runtime.api.patch_request_status(namespace, name, forget):
+            metrics.HOUSEKEEPING_ITEMS.labels(action="file_deleted").inc()
+        return action
+
+    async def _delete_request(self, namespace: str, name: str) -> bool:
+        objects = CustomObjectsApi(self.runtime.client)
+        try:
+            await objects.delete_namespaced_custom_object(
+                er.GROUP, er.VERSION, namespace, er.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False  # already gone: another run or a user was first
+            raise
+        return True
+
+
+def register_housekeeping(
+    registry: kopf.OperatorRegistry, settings: OperatorSettings, runtime: Any
+) -> RequestHousekeeper:
+    """Add the housekeeping timer to the operator's ``registry``."""
+    housekeeper = RequestHousekeeper(settings, runtime, storage_from_settings(settings))
+
+    @kopf.timer(
+        er.GROUP,
+        er.VERSION,
+        er.PLURAL,
+        registry=registry,
+        id="exportd-housekeeping",
+        interval=settings.housekeeping_interval_seconds,
+        when=_finished,
+        backoff=RETRY_DELAY_SECONDS,
+        retries=3,
+    )
+    async def tend_request(body: kopf.Body, **_: Any) -> None:
+        if runtime.api is None or runtime.client is None:
+            raise kopf.TemporaryError("the operator is starting", delay=RETRY_DELAY_SECONDS)
+        try:
+            await housekeeper.tend(dict(body))
+        except Exception as exc:
+            metrics.HOUSEKEEPING_RUNS.labels(outcome="failure").inc()
+            message = f"housekeeping failed: {exc}"
+            raise kopf.TemporaryError(message, delay=RETRY_DELAY_SECONDS) from exc
+        metrics.HOUSEKEEPING_RUNS.labels(outcome="success").inc()
+        metrics.HOUSEKEEPING_LAST_SUCCESS.set_to_current_time()
+
+    return housekeeper
+
+
+def register_operations(
+    registry: kopf.OperatorRegistry, settings: OperatorSettings, runtime: Any
+) -> None:
+    """Everything of the operator that is for the people running it: metrics and the
+    housekeeping timer. Called last in :func:`exportd.operator.handlers.register`."""
+    from exportd.operator.metrics import register_metrics
+
+    register_metrics(registry, runtime)
+    register_housekeeping(registry, settings, runtime)
