@@ -1,7 +1,7 @@
 """``make bench``: exportd's XLSX and CSV paths against the usual ways, on this machine, in one go.
 
 Creates the benchmark tables in PostgreSQL when missing, runs every case as its own process
-(peak RSS from ``wait4``, wall time around it), validates every output against the table
+(wall time around it; peak RSS is the process's own VmHWM, see ``cases.peak_rss_line``), validates every output against the table
 (row count and column checksums), runs a 100k-row export through the API (request to link), and
 prints one table with the ratios to each baseline and PASS/FAIL per target. The same table is
 written to ``bench/RESULTS.md``. Fast cases run three times (median), slow baselines once.
@@ -54,15 +54,19 @@ class Result:
 
 
 def run_case(case: str, rows: int, output: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one case process."""
+    """Wall seconds and peak RSS (MiB, the process's own VmHWM) of one case process."""
     started = time.perf_counter()
-    process = subprocess.Popen([PYTHON, str(HERE / "cases.py"), case, str(rows), str(output)])
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run(
+        [PYTHON, str(HERE / "cases.py"), case, str(rows), str(output)],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{case} on {rows} rows exited with {process.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        raise RuntimeError(f"{case} on {rows} rows exited with {done.returncode}: {done.stderr}")
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("VmHWM_KIB="), last
+    return elapsed, int(last.split("=")[1]) / 1024
 
 
 def measure(case: str, rows: int, repeats: int, workdir: Path, reference: Checksums) -> Result:

@@ -28,6 +28,7 @@ from typing import IO, Any
 from pydantic import BaseModel, SecretStr
 
 REDACTED = "[REDACTED]"
+HANDLER_NAME = "exportd"
 MIN_SECRET_LENGTH = 6  # shorter "secrets" would blank out ordinary words
 
 request_id_var: ContextVar[str | None] = ContextVar("exportd_request_id", default=None)
@@ -193,9 +194,11 @@ def configure_logging(
     handler.addFilter(RedactingFilter())
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if json_lines else ConsoleFormatter())
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == HANDLER_NAME:  # configured again: replace ours, keep others'
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "kopf", "aiohttp"):

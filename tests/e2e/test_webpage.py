@@ -322,8 +322,9 @@ def test_a_rule_only_the_server_checks_shows_the_servers_422_on_the_field(
 def test_cancel_in_the_table_stops_a_running_export_and_the_stream_says_so(
     web_server: Server, watched: WatchedPage
 ) -> None:
-    """An endless export is Running (rows growing, the bar indeterminate); its row's Cancel
-    button cancels it; the progress area says Cancelled and the row shows it."""
+    """An endless export is Running (rows growing, the bar indeterminate); after a reload the
+    page is still signed in and follows it again; its row's Cancel button cancels it; the
+    progress area says Cancelled and the row shows it."""
     page = watched.page
     sign_in(page, web_server, "dave")
     page.get_by_label("Export type").select_option("endlessRows")
@@ -333,6 +334,9 @@ def test_cancel_in_the_table_stops_a_running_export_and_the_stream_says_so(
 
     expect(page.locator("#progress-text")).to_contain_text("rows written so far", timeout=60_000)
     assert page.locator("#progress").evaluate("bar => bar.hasAttribute('value')") is False
+    page.reload()  # still signed in (this tab's session storage), and following the export
+    expect(page.locator("#progress-file")).to_have_text("endlessRows.csv")
+    expect(page.locator("#progress-text")).to_contain_text("rows written so far")
     page.get_by_role("button", name="Cancel endlessRows.csv").click()
     expect(page.locator("#progress-text")).to_have_text("Cancelled; no file was made.")
     expect(page.locator("#recent-body tr").first).to_contain_text("Cancelled")
@@ -351,6 +355,7 @@ def test_a_refused_token_is_explained_in_words_and_nothing_else_shows(
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#token-error")).to_contain_text("Your token was not accepted")
     expect(page.locator("#export-section")).to_be_hidden()
+    screenshot(page, "webpage-token-refused.png")
     assert page.evaluate("sessionStorage.length") == 0
     watched.assert_clean()
 

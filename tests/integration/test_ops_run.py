@@ -159,7 +159,11 @@ def test_metrics_count_exactly_what_happened_and_logs_hold_no_secret(server: Ser
     every_line = list(server_lines)
     for path in exporter_logs:
         every_line += path.read_text(encoding="utf-8").splitlines()
-    assert len(every_line) > 20
+    assert len(every_line) > 10
+    for path in exporter_logs:  # the exporter's lines are JSON and name their export
+        exporter_entries = [json.loads(line) for line in path.read_text().splitlines()]
+        assert exporter_entries
+        assert {e.get("export_id") for e in exporter_entries} == {path.name.split(".")[0]}
     for line in every_line:
         for what, secret in secrets.items():
             assert secret not in line, f"the {what} is in a log line: {line}"

@@ -57,7 +57,7 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = self.verifier.verify(bearer_token(authorization))
+            principal = await self.verifier.authenticate(bearer_token(authorization))
         except InvalidToken as exc:
             challenge = f'Bearer realm="{REALM}"'
             if authorization:
@@ -76,7 +76,10 @@ class BearerAuthMiddleware:
 
 
 # Declared so the OpenAPI document shows the bearer scheme; the middleware does the checking.
-_bearer_scheme = HTTPBearer(auto_error=False, description="A JWT (HS256 by default).")
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="A JWT: HS256 by default, or RS256/ES256 verified with a public key or JWKS.",
+)
 
 
 def current_principal(

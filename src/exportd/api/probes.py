@@ -74,6 +74,7 @@ class ReadinessMonitor:
         self._last = Readiness(ready=False, checks={"selfCheck": "not run yet"})
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._stopping = False
 
     async def start(self) -> None:
@@ -89,6 +90,8 @@ class ReadinessMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for running in self._inflight.values():
+            running.cancel()
         for check in self.checks:
             if check.close is not None:
                 with contextlib.suppress(Exception):
@@ -117,22 +120,39 @@ class ReadinessMonitor:
             return report
 
     async def _run(self, check: Check) -> tuple[bool, str]:
-        try:
-            ok = await asyncio.wait_for(check.run(), self.timeout)
-            text = "ok" if ok else "failed"
-        except TimeoutError:
-            ok, text = False, f"no answer within {self.timeout} s"
-        except Exception as exc:  # a probe reports any failure; it never raises
-            ok, text = False, f"failed: {type(exc).__name__}"
+        running = self._inflight.get(check.name)
+        if running is not None and not running.done():
+            # A dependency that hangs must not collect one stuck call per period.
+            ok, text = False, "the previous check has not answered yet"
+        else:
+            ok, text = await self._start(check)
         metrics.DEPENDENCY_UP.labels(dependency=check.name).set(1 if ok else 0)
         if not ok:
             log.warning("readiness check %s: %s", check.name, text)
         return ok, text
 
+    async def _start(self, check: Check) -> tuple[bool, str]:
+        task = asyncio.ensure_future(check.run())
+        task.add_done_callback(_retrieve)
+        self._inflight[check.name] = task
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except TimeoutError:
+            return False, f"no answer within {self.timeout} s"
+        except Exception as exc:  # a probe reports any failure; it never raises
+            return False, f"failed: {type(exc).__name__}"
+        return ok, "ok" if ok else "failed"
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await self.refresh()
+
+
+def _retrieve(task: asyncio.Future[bool]) -> None:
+    """A check that answers after its timeout: its outcome is dropped, without a warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 def readiness_checks(context: ApiContext) -> list[Check]:

@@ -22,6 +22,7 @@ from typing import IO, NoReturn
 
 from pydantic import ValidationError
 
+from exportd import logs
 from exportd.errors import ExitCode, ExportdError, InvalidInput, PermanentFailure
 from exportd.exporter.report_kubernetes import select_reporter
 from exportd.exporter.reporting import Reporter, StdoutReporter, ThrottledProgress
@@ -74,9 +75,7 @@ def main(
     reporter: Reporter | None = None,
     stdin: IO[str] | None = None,
 ) -> int:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    logs.configure_logging("INFO")  # JSON lines on stderr (stdout is the protocol)
     reporter = reporter or StdoutReporter()
     try:
         args = build_parser().parse_args(argv)
@@ -93,7 +92,8 @@ def main(
     except ExportdError as exc:
         reporter.error(exc)
         return exc.exit_code
-    logging.getLogger().setLevel(settings.log_level.upper())
+    logs.setup_process_logging(settings)  # settings' level and format, secrets redacted
+    logs.export_id_var.set(spec.id)
     reporter = select_reporter(settings, reporter)  # EXPORTD_REPORTER: stdout or kubernetes
     return run_reported(spec, settings, reporter)
 

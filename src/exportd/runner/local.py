@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -50,6 +50,7 @@ class _Active:
     """An export that holds a slot: its task, its current process, and whether to stop."""
 
     export_id: str
+    owner: str = ""
     task: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
     cancel_requested: bool = False
@@ -73,6 +74,7 @@ class LocalRunner:
         self.command = settings.exporter_command or child.default_command()
         self.work_dir = settings.data_dir / "runner"
         self._queue: deque[str] = deque()
+        self._queued_owners: dict[str, str] = {}  # export id -> owner, for per-user slots
         self._active: dict[str, _Active] = {}
         self._admit_lock = asyncio.Lock()
         self._stopping = False
@@ -135,6 +137,7 @@ class LocalRunner:
                     continue
                 await self._write(record.id, record.status.evolve(phase=Phase.PENDING))
             self._queue.append(record.id)
+            self._queued_owners[record.id] = record.owner
         log.info("runner resumed %d export(s)", len(self._queue))
 
     async def _reap_orphan(self, record: ExportRecord) -> None:
@@ -155,6 +158,8 @@ class LocalRunner:
 
     async def submit(self, export_id: str) -> None:
         """Queue a freshly created (Pending) record and start it if a slot is free."""
+        record = await self.store.get(export_id)
+        self._queued_owners[export_id] = record.owner if record is not None else ""
         self._queue.append(export_id)
         await self._admit()
 
@@ -162,12 +167,25 @@ class LocalRunner:
         async with self._admit_lock:
             if self._stopping:
                 return
-            while self._queue and len(self._active) < self.settings.max_running_exports:
-                active = _Active(self._queue.popleft())
+            while len(self._active) < self.settings.max_running_exports:
+                export_id = self._next_admissible()
+                if export_id is None:
+                    break
+                self._queue.remove(export_id)
+                active = _Active(export_id, self._queued_owners.pop(export_id, ""))
                 self._active[active.export_id] = active
                 # A fresh context: the task must not carry the log fields of whoever admitted it.
                 active.task = asyncio.create_task(self._run(active), context=contextvars.Context())
             await self._publish_positions()
+
+    def _next_admissible(self) -> str | None:
+        """The first queued export whose owner is below ``max_running_per_user``: one user's
+        burst waits behind its own slots while other users' exports pass it."""
+        running = Counter(active.owner for active in self._active.values())
+        for export_id in self._queue:
+            if running[self._queued_owners.get(export_id, "")] < self.settings.max_running_per_user:
+                return export_id
+        return None
 
     async def _publish_positions(self) -> None:
         for position, export_id in enumerate(self._queue, start=1):
@@ -344,6 +362,7 @@ class LocalRunner:
         async with self._admit_lock:
             if export_id in self._queue:
                 self._queue.remove(export_id)
+                self._queued_owners.pop(export_id, None)
                 record = await self.store.get(export_id)
                 if record is not None:
                     await self._finish_cancelled(record)

@@ -39,6 +39,7 @@ from exportd.store.sqlite_rows import (
     SqliteAdmissionTx,
     record_values,
     select_account,
+    unstamp,
 )
 from exportd.store.sqlite_rows import (
     record_of as _record_of,
@@ -46,7 +47,6 @@ from exportd.store.sqlite_rows import (
 from exportd.store.sqlite_rows import (
     stamp as _stamp,
 )
-from exportd.store.sqlite_rows import unstamp
 
 BUSY_TIMEOUT_MS = 5000
 _LINK_COLUMNS = "export_id, kind, actor, via, client_ip, user_agent, at"

@@ -9,8 +9,9 @@ The stream, in ``text/event-stream`` framing:
 
 - ``retry: <ms>`` first, the reconnection delay a client should use.
 - An ``event: status`` whose ``data`` is the export as ``GET /v1/exports/{id}`` shows it, plus
-  ``percent`` (0 while waiting, 100 when Succeeded, absent while Running: the total row count is
-  not known in advance, so ``rows`` is the measure of progress), on connect and after every change.
+  ``percent`` (0 while waiting, 100 when Succeeded; absent while Running, since the total row
+  count is not known in advance and ``rows`` is the measure of progress, and absent after a
+  failure or a cancel), on connect and after every change.
 - ``: heartbeat`` comments after ``events_heartbeat_seconds`` without a change, so proxies keep
   the connection and a client that left is noticed.
 - The stream ends right after the event of a terminal phase.

@@ -199,7 +199,9 @@
     byId("sign-in-section").hidden = true;
     byId("export-section").hidden = false;
     byId("recent-section").hidden = false;
-    await refreshRecent();
+    const items = await refreshRecent();
+    // Back on the page while an export is still going: follow it again.
+    if (!state.follow && items.length && !TERMINAL.has(items[0].phase)) followExport(items[0]);
   }
 
   function signOut() {
@@ -679,15 +681,17 @@
     return Number.isNaN(when.getTime()) ? iso : when.toLocaleString();
   }
 
+  // Redraws the table; returns the exports shown (none when the list could not be read).
   async function refreshRecent() {
-    if (!token()) return;
+    if (!token()) return [];
     try {
       const page = await api("GET", `${EXPORTS}?limit=${RECENT_LIMIT}`);
       byId("recent-body").replaceChildren(...page.items.map(recentRow));
       showMessage("recent-message", page.items.length ? "" : "No exports yet.", "info");
+      return page.items;
     } catch (error) {
-      if (handleUnauthorized(error)) return;
-      showMessage("recent-message", describeError(error));
+      if (!handleUnauthorized(error)) showMessage("recent-message", describeError(error));
+      return [];
     }
   }
 

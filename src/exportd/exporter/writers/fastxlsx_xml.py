@@ -50,6 +50,7 @@ _TEXT_OPEN_PRESERVE = '<c t="inlineStr"><is><t xml:space="preserve">'
 _TEXT_CLOSE = "</t></is></c>"
 _EDGE_SPACE = r"^[ \t\n\r]|[ \t\n\r]$"
 _EXCEL_ESCAPE = r"_(x[0-9A-Fa-f]{4}_)"
+_NEEDS_ESCAPE = r"[&<>\r]|_x[0-9A-Fa-f]{4}_"
 _XML_ILLEGAL_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -59,21 +60,33 @@ def number_cells(texts: pa.Array, style: int = 0) -> pa.Array:
     return pc.binary_join_element_wise(opening, texts, "</v></c>", "")
 
 
+def _any(mask: pa.Array) -> bool:
+    return bool(pc.any(mask).as_py())
+
+
 def escape_text(strings: pa.Array) -> pa.Array:
-    """Text made safe for an XML text node, keeping every character a reader shows."""
-    if pc.any(pc.match_substring(strings, "_x")).as_py():
-        strings = pc.replace_substring_regex(strings, _EXCEL_ESCAPE, r"_x005F_\1")
+    """Text made safe for an XML text node, keeping every character a reader shows.
+
+    One regex pass finds whether anything needs escaping at all (most columns need nothing).
+    """
+    if not _any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)):
+        return strings
+    strings = pc.replace_substring_regex(strings, _EXCEL_ESCAPE, r"_x005F_\1")
     for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;")):
-        if pc.any(pc.match_substring(strings, raw)).as_py():
-            strings = pc.replace_substring(strings, raw, entity)
+        strings = pc.replace_substring(strings, raw, entity)
     return strings
 
 
 def clean_and_cut(strings: pa.Array) -> pa.Array:
     """XML-illegal characters removed, then longer than Excel's limit cut and marked."""
-    strings = pc.replace_substring_regex(strings, XML_ILLEGAL, "")
+    if not _all_printable_ascii(strings):
+        strings = pc.replace_substring_regex(strings, XML_ILLEGAL, "")
+    if len(strings) == strings.null_count or pc.max(pc.binary_length(strings)).as_py() <= (
+        EXCEL_MAX_TEXT
+    ):
+        return strings  # no text has more characters than bytes
     too_long = pc.greater(pc.utf8_length(strings), EXCEL_MAX_TEXT)
-    if pc.any(too_long).as_py():
+    if _any(too_long):
         keep = EXCEL_MAX_TEXT - len(TRUNCATION_MARK)
         cut = pc.binary_join_element_wise(
             pc.utf8_slice_codeunits(strings, 0, keep), TRUNCATION_MARK, ""
@@ -82,15 +95,24 @@ def clean_and_cut(strings: pa.Array) -> pa.Array:
     return strings
 
 
+def _all_printable_ascii(strings: pa.Array) -> bool:
+    """True when no value holds a control or non-ASCII character (a 4 ms check per million)."""
+    return not _any(pc.invert(pc.ascii_is_printable(strings)))
+
+
+def _edge_space(strings: pa.Array) -> pa.Array:
+    if _all_printable_ascii(strings):  # only a space can be white space at an edge
+        return pc.or_(pc.starts_with(strings, " "), pc.ends_with(strings, " "))
+    return pc.match_substring_regex(strings, _EDGE_SPACE)
+
+
 def text_cells(strings: pa.Array) -> pa.Array:
     """Clean text (already cut) as inline-string cells; never a formula, number or link."""
-    escaped = escape_text(strings)
-    edge_space = pc.match_substring_regex(strings, _EDGE_SPACE)
-    if pc.any(edge_space).as_py():
-        opening: Any = pc.if_else(edge_space, _TEXT_OPEN_PRESERVE, _TEXT_OPEN)
-    else:
-        opening = _TEXT_OPEN
-    return pc.binary_join_element_wise(opening, escaped, _TEXT_CLOSE, "")
+    edge_space = _edge_space(strings)
+    opening: Any = _TEXT_OPEN
+    if _any(edge_space):
+        opening = pc.if_else(edge_space, _TEXT_OPEN_PRESERVE, _TEXT_OPEN)
+    return pc.binary_join_element_wise(opening, escape_text(strings), _TEXT_CLOSE, "")
 
 
 def _constant_text_cells(texts: pa.Array) -> pa.Array:
@@ -99,7 +121,7 @@ def _constant_text_cells(texts: pa.Array) -> pa.Array:
 
 
 def _choose(mask: pa.Array, when_true: pa.Array, when_false: pa.Array) -> pa.Array:
-    if not pc.any(mask).as_py():
+    if not _any(mask):
         return when_false
     return pc.if_else(pc.fill_null(mask, False), when_true, when_false)
 
