@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import yaml
 
-from exportd import __version__
+from exportd import __version__, logs
 from exportd import exportrequest as er
 from exportd.errors import Conflict, InvalidInput
 from exportd.settings import ApiSettings, Backend
@@ -295,6 +295,7 @@ async def restore_export_requests(
 def run_command(args: Any, out: IO[str]) -> int:
     """``exportd backup | restore | housekeeping`` (parsed by :mod:`exportd.cli`)."""
     settings = ApiSettings()
+    logs.setup_process_logging(settings)
     if args.command == "backup":
         destination = args.to or settings.data_dir / "backups"
         summary = asyncio.run(backup(settings, destination))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model
@@ -106,9 +106,10 @@ def _field_for(var: VariableSchema) -> tuple[Any, Any]:
     elif var.type is VariableKind.STRING:
         constraints = {"max_length": var.max_length, "pattern": var.pattern}
     constraints = {k: v for k, v in constraints.items() if v is not None}
-    annotated = Annotated[_PYTHON_TYPES[var.type], Field(**constraints)]
+    # The field types are chosen at run time, so the typing constructs are used as values here.
+    annotated: Any = cast(Any, Annotated)[_PYTHON_TYPES[var.type], Field(**constraints)]
     if var.enum is not None:
-        annotated = Literal[tuple(var.enum)]
+        annotated = cast(Any, Literal)[tuple(var.enum)]
     if var.required:
         return (annotated, ...)
     return (annotated | None, var.default)

@@ -97,7 +97,7 @@ def test_the_docs_carry_runnable_blocks_and_state_the_convention() -> None:
         "docs/architecture.md",
         "docs/design-answers.md",
         "docs/operations.md",
-        "docs/README-draft.md",
+        "README.md",
     } <= files_with_blocks
     for name in files_with_blocks:
         head = "\n".join((REPO / name).read_text(encoding="utf-8").splitlines()[:15])

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from exportd.housekeeping import Housekeeper, HousekeepingReport
@@ -22,19 +24,20 @@ from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
 from exportd.spec import ExportFormat, ExportSpec, ExportStatus, Phase, utc_now
 from exportd.storage.local import LocalStorage
-from exportd.store.base import ExportRecord
+from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.sqlite import SqliteStateStore
 from tests.integration.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
 EXPORTD = Path(sys.executable).parent / "exportd"
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass
 class World:
     settings: ApiSettings
-    store: SqliteStateStore
+    store: StateStore
     storage: LocalStorage
 
     def file_of(self, export_id: str) -> Path:
@@ -88,13 +91,30 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, sample_db: Path) -> AsyncIterator[World]:
-    settings = make_settings(tmp_path / "data", sample_db)
-    store = SqliteStateStore(settings.state_db_path)
+def state_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``None``: SQLite under the data directory; ``postgres``: a fresh schema of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    schema = f"ops_hk_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+async def world(tmp_path: Path, sample_db: Path, state_url: str | None) -> AsyncIterator[World]:
+    settings = make_settings(tmp_path / "data", sample_db, state_db_url=state_url)
+    store = store_from_settings(settings)
     await store.open()
     storage = LocalStorage(tmp_path / "data" / "files", UrlSigner("k" * 32, "http://x"))
     yield World(settings, store, storage)
     await store.close()
+
+
+STORES = pytest.mark.parametrize("state_url", ["sqlite", "postgres"], indirect=True)
 
 
 async def add_mixture(world: World) -> None:
@@ -127,6 +147,7 @@ def live_only(record: ExportRecord) -> bool:
     return record.id == "exp-live"
 
 
+@STORES
 async def test_housekeeping_deletes_exactly_what_expired(world: World) -> None:
     await add_mixture(world)
     report = await Housekeeper(world.settings, world.store, world.storage, is_live=live_only).run()
@@ -152,6 +173,7 @@ async def test_housekeeping_deletes_exactly_what_expired(world: World) -> None:
     assert again == HousekeepingReport(), "a second run finds nothing left to do"
 
 
+@STORES
 async def test_two_runs_at_once_do_not_fail_and_count_each_item_once(world: World) -> None:
     """Two housekeepers on two connections of one database, started together, over many
     expired items: both finish, and their reports add up to exactly the expected totals."""
@@ -167,7 +189,7 @@ async def test_two_runs_at_once_do_not_fail_and_count_each_item_once(world: Worl
         )
     for i in range(10):
         await world.add(f"exp-stuck-{i:03d}", Phase.RUNNING, quiet_for=stuck * 2)
-    second_store = SqliteStateStore(world.settings.state_db_path)
+    second_store = store_from_settings(world.settings)
     await second_store.open()
     try:
         one = Housekeeper(world.settings, world.store, world.storage, is_live=lambda _: False)

@@ -192,3 +192,24 @@ def test_the_copy_path_never_loads_arrow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([b'1,"=x","+y"\n'], b"1,\"'=x\",\"'+y\"\r\n"),
+        ([b'"-1",2\n', b'"@a",3\n'], b"\"'-1\",2\r\n\"'@a\",3\r\n"),
+        ([b'"a,""=b",-5\n'], b'"a,""=b",-5\r\n'),  # inside a value, after a doubled quote
+        ([b'"x\n""=y"\n', b'"\t",1\n'], b"\"x\n\"\"=y\"\r\n\"'\t\",1\r\n"),  # LF inside a value
+        ([b'"ab\x01c\x1f",1\n'], b'"abc",1\r\n'),
+    ],
+)
+def test_chunks_are_cleaned_neutralized_and_end_in_crlf(
+    rows: list[bytes], expected: bytes, tmp_path: Path
+) -> None:
+    from exportd.exporter.pgcopy import _flush
+
+    path = tmp_path / "chunk.csv"
+    with path.open("wb") as file:
+        assert _flush([memoryview(row) for row in rows], file) == len(rows)
+    assert path.read_bytes() == expected

@@ -1,7 +1,7 @@
 """The docs point at things that exist: relative links and their anchors, the code paths they
 name, and diagrams that at least declare a Mermaid diagram type.
 
-docs/README-draft.md is the proposed README body, so its links resolve from the repository root.
+README.md is checked too; its links resolve from the repository root.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = sorted((REPO / "docs").rglob("*.md"))
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 CODE_PATH = re.compile(
     r"`(?P<path>(?:src|tests|docs|crds|charts|scripts|bench|api|operator|exporter-image)"
@@ -22,7 +22,7 @@ MERMAID_TYPES = ("flowchart", "graph", "sequenceDiagram", "stateDiagram", "class
 
 
 def _base_dir(doc: Path) -> Path:
-    return REPO if doc.name == "README-draft.md" else doc.parent
+    return doc.parent
 
 
 def _without_code_blocks(text: str) -> str:
