@@ -2,7 +2,9 @@
 the test (SQLite under tmp_path, or a throwaway PostgreSQL schema), talking in-process ASGI.
 
 The clock is shared by the API (credit accrual, idempotency expiry) and the store (refunds), so a
-test moves time across midnight by setting it, never by sleeping.
+test moves time across midnight by setting it, never by sleeping. It starts in 2099: the app's
+housekeeping task runs on the real clock, and must not see the test's idempotency keys as long
+expired.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ async def started_api(
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """An app on the embedded backend; ``overrides`` are ApiSettings fields."""
-    clock = FakeClock(now or datetime(2025, 6, 1, 12, 0, tzinfo=UTC))
+    clock = FakeClock(now or datetime(2099, 6, 1, 12, 0, tzinfo=UTC))
     settings = make_settings(tmp_path / "data", sample_db, **overrides)
     async with AsyncExitStack() as stack:
         dsn = stack.enter_context(throwaway_schema()) if store_kind == "postgres" else None

@@ -157,3 +157,18 @@ async def test_an_invalid_order_fails_at_once_without_a_job(
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["reason"] == "InvalidVariables"
     assert cluster.jobs() == []
+
+
+async def test_an_export_from_the_real_postgresql_runs_as_a_job(
+    cluster: LocalCluster, operator: OperatorThread
+) -> None:
+    """The exporter in the Job reads PostgreSQL on 127.0.0.1:5432; the file holds every row."""
+    spec = {"type": "pgSeries", "fileName": "series.csv", "variables": {"n": 1000}}
+    await cluster.create_request("exp-pg", spec)
+    body = await cluster.until_phase("exp-pg", *TERMINAL)
+
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    assert body["status"]["rows"] == 1000
+    [stored] = files_of(cluster, "exp-pg")
+    lines = stored.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "n,label" and lines[1] == "1,row 1" and lines[-1] == "1000,row 1000"

@@ -197,10 +197,10 @@ def test_the_copy_path_never_loads_arrow() -> None:
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        ([b'1,"=x","+y"\n'], b"1,\"'=x\",\"'+y\"\r\n"),
-        ([b'"-1",2\n', b'"@a",3\n'], b"\"'-1\",2\r\n\"'@a\",3\r\n"),
+        ([b'1,"=x","+y"\n'], b'1,"\'=x","\'+y"\r\n'),
+        ([b'"-1",2\n', b'"@a",3\n'], b'"\'-1",2\r\n"\'@a",3\r\n'),
         ([b'"a,""=b",-5\n'], b'"a,""=b",-5\r\n'),  # inside a value, after a doubled quote
-        ([b'"x\n""=y"\n', b'"\t",1\n'], b"\"x\n\"\"=y\"\r\n\"'\t\",1\r\n"),  # LF inside a value
+        ([b'"x\n""=y"\n', b'"\t",1\n'], b'"x\n""=y"\r\n"\'\t",1\r\n'),  # LF inside a value
         ([b'"ab\x01c\x1f",1\n'], b'"abc",1\r\n'),
     ],
 )
@@ -211,5 +211,5 @@ def test_chunks_are_cleaned_neutralized_and_end_in_crlf(
 
     path = tmp_path / "chunk.csv"
     with path.open("wb") as file:
-        assert _flush([memoryview(row) for row in rows], file) == len(rows)
+        assert _flush(bytearray(b"".join(rows)), len(rows), file) == len(rows)
     assert path.read_bytes() == expected

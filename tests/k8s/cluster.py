@@ -36,6 +36,7 @@ EXPORTER_CONFIG_MAP = "exportd-exporter"
 EXPORTER_SECRET = "exportd-exporter"
 SIGNING_KEY = "k8s-test-signing-key"
 PUBLIC_URL = "http://testserver"
+POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 REQUESTS = f"{er.GROUP}/{er.VERSION}/{er.PLURAL}"
 REQUESTS_URL = f"/apis/{er.GROUP}/{er.VERSION}/namespaces/{NAMESPACE}/{er.PLURAL}"
 WAIT_SECONDS = 90.0
@@ -65,6 +66,13 @@ TEST_TYPES: dict[str, Any] = {
         "source": "sample",
         "query": "SELECT * FROM no_such_table WHERE 1 = :one",
         "variables": {"one": {"type": "integer", "required": True}},
+    },
+    # From the real PostgreSQL on this machine (no table needed).
+    "pgSeries": {
+        "source": "postgres",
+        "query": "SELECT g AS n, 'row ' || g AS label FROM generate_series(1, :n) AS g ORDER BY g",
+        "variables": {"n": {"type": "integer", "required": True, "min": 1}},
+        "metadata": False,
     },
     # Its database file does not exist: the exporter exits 75 (retriable) every time.
     "missingDatabase": {
@@ -98,6 +106,7 @@ class ExportSetup:
         sources = {
             "sample": {"kind": "duckdb", "path": str(self.sample_db)},
             "missing": {"kind": "duckdb", "path": str(self.data_dir / "no-such-database.duckdb")},
+            "postgres": {"kind": "postgres", "dsn": POSTGRES_DSN},
         }
         return {
             "EXPORTD_DATA_DIR": str(self.data_dir),
@@ -195,6 +204,19 @@ class LocalCluster:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def new_apiserver() -> ApiServer:
+    """An emulator serving the built-in groups in use (no CRDs yet)."""
+    api = ApiServer()
+    with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        api.resources.load_bundled()
+    # Only the groups in use: kopf and kubectl read every group at start, 24 take a while.
+    for resource in list(api.resources):
+        if resource.group not in SERVED_GROUPS:
+            del api.resources[resource]
+    return api
+
+
 async def _apply(session: aiohttp.ClientSession, url: str, body: Mapping[str, Any]) -> None:
     async with session.post(url, json=body) as response:
         assert response.status == 201, await response.text()
@@ -219,14 +241,7 @@ async def local_cluster(
     if setup is None:
         setup = ExportSetup(workdir / "data", write_catalog(workdir / "catalog"), sample_db)
     setup.data_dir.mkdir(parents=True, exist_ok=True)
-    api = ApiServer()
-    with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated call
-        warnings.simplefilter("ignore", DeprecationWarning)
-        api.resources.load_bundled()
-    # Only the groups in use: kopf and kubectl read every group at start, 24 take a while.
-    for resource in list(api.resources):
-        if resource.group not in SERVED_GROUPS:
-            del api.resources[resource]
+    api = new_apiserver()
     async with api, kmock.Server(api) as server:
         url = str(server.url).rstrip("/")
         # Inside a pod the exporter finds the API at kubernetes.default.svc with its token;

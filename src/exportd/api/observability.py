@@ -14,7 +14,11 @@ must not buffer bodies. It is the outermost layer, so its timing covers everythi
   (InsufficientCredits, RateLimited, InvalidInput, Unauthenticated, ...), read from the small
   problem body as it passes.
 - The access log line has method, route, path (never the query string: download links carry
-  their signature there), status and duration.
+  their signature there), status and duration; probes and scrapes log at DEBUG unless they fail.
+
+:func:`operations` runs what lives beside the API while it serves: the readiness self-check
+(:mod:`exportd.api.probes`) and, in embedded mode, the hourly housekeeping
+(:mod:`exportd.housekeeping`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 UNMATCHED_ROUTE = "unmatched"
 EXPORT_CREATING = frozenset({("POST", "/export"), ("POST", EXPORTS_ROUTE)})
 MAX_PROBLEM_BYTES = 64 * 1024
+QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics"})  # polled all day long
 
 router = APIRouter()
 
@@ -163,7 +168,9 @@ class ObservabilityMiddleware:
             "status": answer.status,
             "duration_ms": round(seconds * 1000, 1),
         }
-        log.info(
+        quiet = route in QUIET_ROUTES and answer.status < 400
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %s",
             scope["method"],
             scope["path"],
@@ -196,7 +203,8 @@ class UserContextMiddleware:
 async def operations(app: FastAPI, context: ApiContext) -> AsyncIterator[None]:
     """What runs beside the API while it serves: the readiness self-check, and in embedded
     mode the hourly housekeeping task. Started after the backend, stopped before it."""
-    monitor = probes.monitor_for(context)
+    protection = getattr(app.state, "protection", None)  # its store: credits, idempotency
+    monitor = probes.monitor_for(context, getattr(protection, "store", None))
     app.state.readiness = monitor
     await monitor.start()
     housekeeper = embedded_housekeeper(context)

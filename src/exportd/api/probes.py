@@ -34,6 +34,7 @@ from exportd.api.models import Health
 from exportd.settings import ApiSettings, Backend
 from exportd.spec import utc_now
 from exportd.storage.base import Storage
+from exportd.store.base import StateStore
 
 log = logging.getLogger(__name__)
 STORAGE_PROBE_KEY = "readyz/probe"
@@ -155,14 +156,15 @@ def _retrieve(task: asyncio.Future[bool]) -> None:
         task.exception()
 
 
-def readiness_checks(context: ApiContext) -> list[Check]:
-    """What ``/readyz`` depends on, for the backend and settings of this API."""
+def readiness_checks(context: ApiContext, state_store: StateStore | None = None) -> list[Check]:
+    """What ``/readyz`` depends on, for the backend and settings of this API. ``state_store``:
+    a state database the API holds besides its backend (credits and idempotency keys in
+    Kubernetes mode); the embedded backend's own store is checked by its ``ready()``."""
     settings = context.settings
     backend_name = "kubernetes" if settings.backend is Backend.KUBERNETES else "state_db"
     checks = [Check(backend_name, context.backend.ready)]
-    store = getattr(context, "store", None)  # a state store held besides the backend's
-    if store is not None and store is not getattr(context.backend, "store", None):
-        checks.append(Check("state_db", store.ping))
+    if state_store is not None and backend_name != "state_db":
+        checks.append(Check("state_db", state_store.ping))
     if getattr(settings, "redis_url", None) is not None:
         checks.append(_redis_check(settings))
     checks.append(Check("storage", _storage_check(context.storage)))
@@ -204,10 +206,10 @@ def _redis_check(settings: ApiSettings) -> Check:
     return Check("redis", check, close=client.aclose)
 
 
-def monitor_for(context: ApiContext) -> ReadinessMonitor:
+def monitor_for(context: ApiContext, state_store: StateStore | None = None) -> ReadinessMonitor:
     settings = context.settings
     return ReadinessMonitor(
-        readiness_checks(context),
+        readiness_checks(context, state_store),
         interval=settings.readiness_interval_seconds,
         timeout=settings.readiness_timeout_seconds,
     )

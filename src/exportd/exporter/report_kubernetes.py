@@ -82,14 +82,16 @@ class StatusClient:
         except (urllib.error.URLError, OSError) as exc:
             raise StatusNotWritten(str(exc)) from exc
 
-    def patch_retrying(self, name: str, body: dict[str, Any], attempts: int) -> bool:
+    def patch_retrying(
+        self, name: str, body: dict[str, Any], attempts: int, base_delay: float
+    ) -> bool:
         for attempt in range(attempts):
             try:
                 return self.patch(name, body)
             except StatusNotWritten as exc:
                 log.warning("status of %s not written (attempt %d): %s", name, attempt + 1, exc)
                 if attempt + 1 < attempts:
-                    time.sleep(RETRY_BASE_SECONDS * 2**attempt)
+                    time.sleep(base_delay * 2**attempt)
         raise StatusNotWritten(f"gave up writing the status of {name}")
 
 
@@ -138,10 +140,13 @@ class KubernetesStatusReporter:
         settings: ExporterSettings,
         *,
         progress_interval: float = PROGRESS_MIN_SECONDS,
+        attempts: int = RESULT_ATTEMPTS,
+        retry_delay: float = RETRY_BASE_SECONDS,
     ) -> None:
         self.inner = inner
         self.client = StatusClient(settings)
         self.progress_interval = progress_interval
+        self.attempts, self.retry_delay = attempts, retry_delay
         self._name: str | None = None
         self._sender: _ProgressSender | None = None
 
@@ -162,7 +167,8 @@ class KubernetesStatusReporter:
         self._stop_progress()
         name = self._require_name()
         try:
-            self.client.patch_retrying(name, er.result_patch(result, utc_now()), RESULT_ATTEMPTS)
+            body = er.result_patch(result, utc_now())
+            self.client.patch_retrying(name, body, self.attempts, self.retry_delay)
         except StatusNotWritten as exc:
             log.error("the result of %s could not be reported; exiting 75 to retry: %s", name, exc)
             raise SystemExit(int(ExitCode.TRANSIENT)) from exc
@@ -173,7 +179,9 @@ class KubernetesStatusReporter:
         if self._name is None:
             return  # failed before the spec was read: nothing names the request
         try:
-            self.client.patch_retrying(self._name, er.error_patch(error), 3)
+            self.client.patch_retrying(
+                self._name, er.error_patch(error), min(self.attempts, 3), self.retry_delay
+            )
         except StatusNotWritten as exc:
             log.warning("the error of %s could not be reported: %s", self._name, exc)
 

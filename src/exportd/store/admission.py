@@ -187,6 +187,15 @@ def _charge(tx: AdmissionTx, admission: Admission) -> int:
     return account.balance
 
 
+def ensure_account(
+    tx: AdmissionTx, owner: str, policy: CreditPolicy, now: datetime
+) -> CreditAccount:
+    """The owner's stored account, opened (and stored) now if this is the first time. Accrual
+    counts from the first time a user is seen, so the opening must be kept even when the request
+    that saw the user is refused (a user who starts with no credit must still earn one)."""
+    return tx.lock_account(CreditAccount.opening(owner, policy, now))
+
+
 def refund_export(tx: AdmissionTx, export_id: str, policy: CreditPolicy, now: datetime) -> bool:
     """Give back the credit ``export_id`` took, once; ``False`` if it took none or got it back."""
     charged = tx.ledger_debit(export_id)

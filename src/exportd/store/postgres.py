@@ -26,11 +26,18 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from exportd.credits import CreditAccount, CreditPolicy, accrue
+from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, accrue
 from exportd.errors import Conflict
 from exportd.links import LinkEvent
 from exportd.spec import TERMINAL_PHASES, ExportStatus, Phase, utc_now
-from exportd.store.admission import Admission, Admitted, StoredResponse, admit, refund_export
+from exportd.store.admission import (
+    Admission,
+    Admitted,
+    StoredResponse,
+    admit,
+    ensure_account,
+    refund_export,
+)
 from exportd.store.base import Clock, ExportPage, ExportRecord, PageCursor, StateStore, clamp_limit
 from exportd.store.pg_migrations import (
     ADMISSION_LOCK_KEY,
@@ -287,16 +294,21 @@ class PostgresStateStore(StateStore):
             raise Conflict(
                 f"export {admission.export_id} already exists", reason="AlreadyExists"
             ) from None
+        except InsufficientCredits:  # rolled back; keep the opening of a new account
+            self._account(admission.owner, admission.credits or self.credit_policy, admission.now)
+            raise
 
     async def credit_account(
         self, owner: str, policy: CreditPolicy, now: datetime
     ) -> CreditAccount:
-        stored = await self._call(self._read_account, owner)
-        return accrue(stored or CreditAccount.opening(owner, policy, now), policy, now)
+        return accrue(await self._call(self._account, owner, policy, now), policy, now)
 
-    def _read_account(self, owner: str) -> CreditAccount | None:
+    def _account(self, owner: str, policy: CreditPolicy, now: datetime) -> CreditAccount:
         with self._transaction() as conn:
-            return select_account(conn, owner, lock=False)
+            stored = select_account(conn, owner, lock=False)
+            if stored is not None:  # the common case: no write
+                return stored
+            return ensure_account(PostgresAdmissionTx(conn), owner, policy, now)
 
     async def refund(self, export_id: str) -> bool:
         return await self._call(self._refund, export_id)

@@ -18,11 +18,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exportd.credits import CreditAccount, CreditPolicy, accrue
+from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, accrue
 from exportd.errors import Conflict
 from exportd.links import LinkEvent
 from exportd.spec import TERMINAL_PHASES, ExportStatus, Phase, utc_now
-from exportd.store.admission import Admission, Admitted, StoredResponse, admit, refund_export
+from exportd.store.admission import (
+    Admission,
+    Admitted,
+    StoredResponse,
+    admit,
+    ensure_account,
+    refund_export,
+)
 from exportd.store.base import (
     Clock,
     ExportPage,
@@ -280,12 +287,21 @@ class SqliteStateStore(StateStore):
             raise Conflict(
                 f"export {admission.export_id} already exists", reason="AlreadyExists"
             ) from None
+        except InsufficientCredits:  # rolled back; keep the opening of a new account
+            self._account(admission.owner, admission.credits or self.credit_policy, admission.now)
+            raise
 
     async def credit_account(
         self, owner: str, policy: CreditPolicy, now: datetime
     ) -> CreditAccount:
-        stored = await self._call(select_account, self.conn, owner)
-        return accrue(stored or CreditAccount.opening(owner, policy, now), policy, now)
+        return accrue(await self._call(self._account, owner, policy, now), policy, now)
+
+    def _account(self, owner: str, policy: CreditPolicy, now: datetime) -> CreditAccount:
+        stored = select_account(self.conn, owner)
+        if stored is not None:  # the common case: no write
+            return stored
+        with self._write() as conn:
+            return ensure_account(SqliteAdmissionTx(conn), owner, policy, now)
 
     async def refund(self, export_id: str) -> bool:
         return await self._call(self._refund, export_id)

@@ -1,0 +1,104 @@
+"""Kubernetes mode: the operator's housekeeping timer and its metrics, on the test cluster.
+
+Finished ExportRequests past their retention are deleted with their files; those past the file
+retention lose only their file and link; fresh ones are left alone. A real export run through a
+Job is counted once in ``exportd_exports_total`` from the figures on its status, and reconcile
+rounds are counted and timed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exportd import exportrequest as er
+from exportd import metrics
+from exportd.spec import utc_now
+from tests.k8s.cluster import REQUESTS_URL, LocalCluster
+from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+RECORD_DAYS, FILE_DAYS = 30, 7
+SPEC = {"type": "userExport", "fileName": "u.csv", "variables": {"x": 1, "y": 1}}
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def finished_request(
+    cluster: LocalCluster, name: str, days_ago: float, *, with_file: bool
+) -> Path:
+    """A request that finished ``days_ago`` (status written as the operator would have)."""
+    await cluster.create_request(name, SPEC)
+    key = f"exports/{name}/u.csv"
+    path = cluster.data_dir / "files" / key
+    status: dict[str, Any] = {
+        "phase": "Succeeded",
+        "rows": 1,
+        "completedAt": er.rfc3339(utc_now() - timedelta(days=days_ago)),
+    }
+    if with_file:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("id\n1\n")
+        status |= {"objectKey": key, "url": f"http://testserver/files/{key}", "expiresAt": "x"}
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.session.patch(
+        f"{REQUESTS_URL}/{name}/status", json={"status": status}, headers=headers
+    ) as response:
+        assert response.status == 200, await response.text()
+    return path
+
+
+async def test_the_timer_deletes_expired_requests_and_files_and_keeps_the_rest(
+    cluster: LocalCluster,
+) -> None:
+    old = await finished_request(cluster, "exp-old", RECORD_DAYS + 1, with_file=True)
+    expiring = await finished_request(cluster, "exp-expiring", FILE_DAYS + 1, with_file=True)
+    fresh = await finished_request(cluster, "exp-fresh", 1, with_file=True)
+    deleted_before = sample("exportd_housekeeping_items_total", action="request_deleted")
+    files_before = sample("exportd_housekeeping_items_total", action="file_deleted")
+    rounds_before = sample("exportd_operator_reconciles_total")
+    finished_before = sample(
+        "exportd_exports_total", type="userExport", format="csv", outcome="succeeded"
+    )
+
+    operator = await cluster.start_operator(housekeeping_interval_seconds=3600)
+    try:
+        await cluster.until(lambda: cluster.request("exp-old") is None)
+        await cluster.until(
+            lambda: "objectKey" not in ((cluster.request("exp-expiring") or {}).get("status") or {})
+        )
+        # A real export through a Job, counted once from its status.
+        await cluster.create_request("exp-live", SPEC)
+        done = await cluster.until_phase("exp-live", "Succeeded", "Failed")
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        await cluster.until(
+            lambda: (
+                sample(
+                    "exportd_exports_total", type="userExport", format="csv", outcome="succeeded"
+                )
+                == finished_before + 1
+            )
+        )
+    finally:
+        await operator.stop()
+
+    assert not old.exists() and not expiring.exists() and fresh.exists()
+    kept = cluster.request("exp-expiring")
+    assert kept is not None
+    assert kept["status"]["phase"] == "Succeeded" and kept["status"]["rows"] == 1
+    assert "url" not in kept["status"] and "expiresAt" not in kept["status"]
+    fresh_status = (cluster.request("exp-fresh") or {}).get("status") or {}
+    assert fresh_status["objectKey"] == "exports/exp-fresh/u.csv"
+    assert sample("exportd_housekeeping_items_total", action="request_deleted") == (
+        deleted_before + 1
+    )
+    assert sample("exportd_housekeeping_items_total", action="file_deleted") == files_before + 1
+    assert sample("exportd_operator_reconciles_total") > rounds_before
+    assert sample("exportd_operator_reconcile_duration_seconds_count") > 0
+    rows = sample("exportd_export_rows_sum", type="userExport", format="csv")
+    assert rows >= done["status"]["rows"] > 0
