@@ -65,9 +65,7 @@ def duckdb_excel(rows: int, output: Path) -> None:
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     )
     for module in (duckdb_extension_postgres, duckdb_extension_excel):
-        binary = next(
-            (Path(module.__file__).parent / "extensions").glob("*/*.duckdb_extension")
-        )
+        binary = next((Path(module.__file__).parent / "extensions").glob("*/*.duckdb_extension"))
         connection.execute(f"SET extension_directory = '{output.parent / 'duckdb-ext'}'")
         connection.execute(f"INSTALL '{binary}'")
     connection.execute("LOAD postgres")
@@ -135,6 +133,7 @@ CASES: dict[str, Callable[[int, Path], None]] = {
     "exportd_xlsx": exportd_xlsx,
     "exportd_csv": exportd_csv,
 }
+
 
 def peak_rss_line() -> str:
     """This process's own peak RSS (VmHWM: the high-water mark of its address space since exec).

@@ -1,10 +1,11 @@
 """``make bench``: exportd's XLSX and CSV paths against the usual ways, on this machine, in one go.
 
 Creates the benchmark tables in PostgreSQL when missing, runs every case as its own process
-(wall time around it; peak RSS is the process's own VmHWM, see ``cases.peak_rss_line``), validates every output against the table
-(row count and column checksums), runs a 100k-row export through the API (request to link), and
-prints one table with the ratios to each baseline and PASS/FAIL per target. The same table is
-written to ``bench/RESULTS.md``. Fast cases run three times (median), slow baselines once.
+(wall time around it; peak RSS is the process's own VmHWM, see ``cases.peak_rss_line``),
+validates every output against the table (row count and column checksums), runs a 100k-row
+export through the API (request to link), and prints one table with the ratios to each
+baseline and PASS/FAIL per target. The same table is written to ``bench/RESULTS.md``. Fast
+cases run three times (median), slow baselines once.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cases import DSN  # noqa: E402
-from tables import ensure_table, table_name  # noqa: E402
-from validate import Checksums, check, expected  # noqa: E402
+from cases import DSN
+from tables import ensure_table, table_name
+from validate import Checksums, check, expected
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

@@ -63,11 +63,12 @@ def retention_action(
     return RetentionAction.KEEP
 
 
-def export_keys(export_id: str, object_key: str | None) -> list[str]:
-    """Everything an export may have left in storage: its file and its e-mail marker."""
-    keys = [f"exports/{export_id}/{MARKER_NAME}"]
-    if object_key:
-        keys.insert(0, object_key)
+def keys_to_delete(action: RetentionAction, export_id: str, object_key: str | None) -> list[str]:
+    """What an expiry removes from storage: the file; with the record, also the e-mail claim
+    marker (kept as long as the record, so the at-most-once e-mail stays at most once)."""
+    keys = [object_key] if object_key else []
+    if action is RetentionAction.DELETE_RECORD:
+        keys.append(f"exports/{export_id}/{MARKER_NAME}")
     return keys
 
 
@@ -155,7 +156,8 @@ class Housekeeper:
         action = retention_action(finished_at, has_file, now, self.settings)
         if action is RetentionAction.KEEP:
             return
-        keys = export_keys(record.id, record.status.object_key or record.spec.object_key)
+        object_key = record.status.object_key or record.spec.object_key
+        keys = keys_to_delete(action, record.id, object_key)
         if not await self._delete_objects(keys, report):
             return  # the record keeps pointing at its file until the file is really gone
         if action is RetentionAction.DELETE_RECORD:

@@ -84,6 +84,8 @@ def _secrets_in(value: Any) -> Iterator[SecretStr | str]:
     if isinstance(value, SecretStr):
         yield value
         yield from _dsn_passwords(value.get_secret_value())
+    elif isinstance(value, str):  # a plain URL setting may still carry a password
+        yield from _dsn_passwords(value)
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from _secrets_in(getattr(value, name))

@@ -8,8 +8,10 @@ XLSX written from the same rows to CSV; both CSVs must hold the same fields.
 from __future__ import annotations
 
 import csv
+import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,16 +53,19 @@ def soffice_fixture() -> str:
 
 
 @pytest.fixture(name="lo_table")
-def lo_table_fixture() -> str:
-    table = "exportd_lo_check"
+def lo_table_fixture() -> Iterator[str]:
+    table = f"exportd_lo_{secrets.token_hex(4)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(
             f"CREATE TABLE {table} (id bigint, n int, amount numeric(12,2), score float8,"
             f" body text, day date, at timestamptz, flag boolean, note text)"
         )
         conn.execute(f"INSERT INTO {table} VALUES {ROWS}")
-    return table
+    try:
+        yield table
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def source_rows(table: str) -> list[list[str]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from exportd.catalog import STRING_MAX_DEFAULT
 from tests.integration.conftest import ENDLESS_BODY, SEED_BODY, auth
 from tests.integration.protect_harness import Harness, started_api
 
@@ -193,3 +194,33 @@ async def test_the_global_queue_limit_refuses_everyone(tmp_path: Path, sample_db
         assert await h.balance("carol") == 5
         for export_id, user in ((running["id"], "alice"), (waiting["id"], "bob")):
             await h.client.delete(f"/v1/exports/{export_id}", headers=auth(user))
+
+
+MENU = {"type": "menuCategoriesByMuscle", "fileName": "m.csv", "variables": {"a": "muscle1"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"returnType": "email", "email": "not-an-address"}, "email"),
+        ({"variables": {"a": "m" * (STRING_MAX_DEFAULT + 1), "b": "muscle2"}}, "variables.a"),
+        ({"variables": {f"v{i}": i for i in range(65)}}, "variables"),
+        ({"fileName": "bell\x07.csv"}, "fileName"),
+        ({"fileName": ".csv"}, "fileName"),
+        ({"fileName": "m.csv", "format": "xlsx"}, "fileName"),
+        ({"fileName": "x" * 197 + ".csv"}, "fileName"),
+    ],
+)
+async def test_input_limits_are_422_problems_naming_the_field(
+    tmp_path: Path, sample_db: Path, change: dict[str, Any], field: str
+) -> None:
+    """Bad e-mail, an over-long string variable (catalog bound), too many variables, control
+    characters, a leading dot, an extension against the format, 201 characters: 422
+    problem+json naming the field; no export and no debit."""
+    async with started_api(tmp_path, sample_db) as h:
+        answer = await h.client.post("/v1/exports", json={**MENU, **change}, headers=auth("alice"))
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert field in {error["field"] for error in answer.json()["errors"]}, answer.json()
+        assert await h.exports_of("alice") == []
+        assert await h.balance("alice") == 5

@@ -352,3 +352,27 @@ def test_sheet_limit_is_checked() -> None:
         FastXlsxWriter(
             Path("/nonexistent/x.xlsx"), ExportMetadata("e", "t", REQUESTED), max_sheet_rows=1
         )
+
+
+def test_less_common_arrow_types_follow_the_one_mapping(tmp_path: Path) -> None:
+    """large_string, string_view, dictionary, uint64 past 15 digits, int8, date64, ns
+    timestamps: the same cells as cells.py gives."""
+    batch = pa.record_batch(
+        {
+            "large": pa.array(["x", None, " y"], pa.large_string()),
+            "view": pa.array(["p", "q&r", None], pa.string_view()),
+            "dict": pa.array(["k", "k", None]).dictionary_encode(),
+            "unsigned": pa.array([1, 2**63 + 5, None], pa.uint64()),
+            "tiny": pa.array([1, -2, None], pa.int8()),
+            "date64": pa.array([date(2024, 1, 2), None, date(1900, 2, 28)], pa.date64()),
+            "nanos": pa.array(
+                [datetime(2024, 1, 2, 3, 4, 5), None, datetime(1970, 1, 1)], pa.timestamp("ns")
+            ),
+        }
+    )
+    path = tmp_path / "types.xlsx"
+    write_fast(path, [batch])
+    rows = list(openpyxl.load_workbook(path)["Export"].iter_rows(min_row=2, values_only=True))
+    for index in range(batch.num_columns):
+        expected = [as_openpyxl_reads(v) for v in spreadsheet_cells(batch.column(index), "UTC")]
+        assert [row[index] for row in rows] == expected, batch.schema.names[index]

@@ -107,6 +107,7 @@ def test_secrets_from_settings_are_redacted_wherever_they_appear(restore_logging
     """A registered secret is removed even in arguments and in text with no telltale key."""
     settings = ApiSettings(
         jwt_secret=JWT_SECRET,
+        state_db_url=f"postgresql://exportd:{DB_PASSWORD}x@db:5432/state",
         sources={
             "pg": SourceConfig(kind="postgres", dsn=SecretStr(f"postgresql://u:{DB_PASSWORD}@h/d"))
         },
@@ -119,9 +120,10 @@ def test_secrets_from_settings_are_redacted_wherever_they_appear(restore_logging
     log = logging.getLogger("exportd.test")
     log.info("secret as an argument: %s", JWT_SECRET)
     log.info("bare password %s in a sentence", DB_PASSWORD)
+    log.info("state database password %s", f"{DB_PASSWORD}x")
     output = stream.getvalue()
     assert JWT_SECRET not in output and DB_PASSWORD not in output
-    assert output.count(logs.REDACTED) == 2
+    assert output.count(logs.REDACTED) == 3
 
 
 def test_ordinary_text_is_left_alone() -> None:

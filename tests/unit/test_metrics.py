@@ -103,7 +103,8 @@ def test_failures_count_by_reason_and_storage_or_email_reasons_count_there_too()
 def test_non_terminal_statuses_are_not_counted() -> None:
     spec = _spec("stillRunning")
     metrics.observe_finished(spec, ExportStatus(phase=Phase.RUNNING))
-    assert _value("exportd_exports_total", type="stillRunning", format="csv", outcome="running") == 0
+    labels = {"type": "stillRunning", "format": "csv"}
+    assert _value("exportd_exports_total", **labels, outcome="running") == 0
 
 
 def test_queue_gauges_read_their_owner_at_scrape_time() -> None:

@@ -7,7 +7,7 @@ client generator (or schemathesis) sees exactly what the API sends:
 
 - every operation behind the bearer scheme: 401 (with ``WWW-Authenticate``) and 429 (with
   ``Retry-After`` and the ``RateLimit`` fields);
-- every operation with a request body: 413;
+- every operation with a request body: 400 (bytes that are not UTF-8) and 413;
 - every 422: problem+json (replacing FastAPI's ``HTTPValidationError``);
 - the create routes: 402 (no credit left), 409 (idempotency key in use) and 503 (queue full).
 """
@@ -23,6 +23,7 @@ from exportd.api.ratelimit import CREATE_ROUTES
 
 PROBLEM_REF = "#/components/schemas/Problem"
 _DESCRIPTIONS = {
+    400: "The body could not be read (not UTF-8 text); `errors` names `body`",
     401: "Missing or invalid bearer token",
     402: "No credit left; `nextCreditAt` says when the next one arrives",
     409: "A request with this Idempotency-Key is still being processed",
@@ -69,7 +70,7 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     if operation.get("security"):
         wanted |= {401, 429}
     if "requestBody" in operation:
-        wanted.add(413)
+        wanted |= {400, 413}
     if (method.upper(), path) in CREATE_ROUTES:
         wanted |= {402, 409, 503}
     for status in sorted(wanted):

@@ -121,8 +121,14 @@ async def _on_exportd_error(request: Request, exc: Exception) -> ProblemResponse
 async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    # The framework's 400 is always about the body it could not parse (bytes that are not UTF-8).
+    errors = [FieldError("body", detail or "unreadable")] if exc.status_code == 400 else []
     return problem_response(
-        exc.status_code, detail, headers=dict(exc.headers or {}), instance=request.url.path
+        exc.status_code,
+        detail,
+        errors=errors,
+        headers=dict(exc.headers or {}),
+        instance=request.url.path,
     )
 
 

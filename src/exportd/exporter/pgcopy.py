@@ -18,7 +18,7 @@ writer (:mod:`exportd.exporter.writers.csv`) would do, and only streams bytes to
   ISO form (``2024-01-31 12:00:00+01``, converted to the export's time zone): formatting them
   like Python's ``isoformat`` in SQL would cost a third more server time. Numbers use
   PostgreSQL's shortest exact text (``extra_float_digits = 1``), NaN and infinities as
-  ``NaN``/``Infinity``/``-Infinity``.
+  ``NaN``/``Infinity``/``-Infinity`` (unquoted here, quoted by the CSV writer).
 - the first and last ``# exportd:`` metadata lines of the CSV writer.
 
 The module imports neither pyarrow nor DuckDB, so a process exporting CSV this way stays small
@@ -58,6 +58,7 @@ FLUSH_ROWS = 512  # chunks of ~50 kB stay in the CPU cache: less time than 8192 
 # characters in UTF-8, so deleting them from the stream cannot break a multi-byte character.
 ILLEGAL_BYTES = bytes([*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 NONCHARACTERS = ("\ufffe".encode(), "\uffff".encode())
+NONCHARACTER_PREFIX = b"\xef\xbf"  # both start so; one search usually rules them out
 # A quoted field starting with a formula trigger. Only text can be one: numbers are never quoted,
 # and dates, times, booleans and hex never start with these characters.
 _QUOTED_TRIGGER = re.compile(rb'"[=+\-@\t\r]')
@@ -111,7 +112,7 @@ def column_expression(type_oid: int, column: str) -> tuple[str, bool]:
     if type_oid in NUMBER_OIDS:
         return column, False
     if type_oid == BOOL_OID:
-        return f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END", True
+        return f"{column}::text", True  # the cast gives true/false (the output gives t/f)
     if type_oid == BYTEA_OID:
         return f"encode({column}, 'hex')", True
     return column, True
@@ -286,8 +287,8 @@ def _flush(buffer: bytearray, rows: int, file: BinaryIO) -> int:
     if not rows:
         return 0
     chunk: Chunk = buffer.translate(None, ILLEGAL_BYTES)
-    for noncharacter in NONCHARACTERS:
-        if noncharacter in chunk:
+    if NONCHARACTER_PREFIX in chunk:
+        for noncharacter in NONCHARACTERS:
             chunk = chunk.replace(noncharacter, b"")
     # Before CRLF: a closing quote followed by CR would look like a value starting with CR.
     chunk = neutralize(chunk)

@@ -34,7 +34,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from exportd import exportrequest as er
 from exportd import metrics
-from exportd.housekeeping import RetentionAction, export_keys, retention_action
+from exportd.housekeeping import RetentionAction, keys_to_delete, retention_action
 from exportd.settings import OperatorSettings
 from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import Storage, storage_from_settings
@@ -68,7 +68,7 @@ class RequestHousekeeper:
             return action
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         object_key = status.object_key or (status.result.object_key if status.result else None)
-        for key in export_keys(name, object_key):
+        for key in keys_to_delete(action, name, object_key):
             await asyncio.to_thread(self.storage.delete, key)
         if action is RetentionAction.DELETE_RECORD:
             if await self._delete_request(namespace, name):

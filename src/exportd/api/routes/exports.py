@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 
 from exportd.api.auth import PrincipalDep
@@ -37,6 +37,26 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (401, 404, 409, 422, 500)
 }
+# Shown in the API documents, and the valid requests schemathesis starts from.
+REQUEST_EXAMPLES: dict[str, Any] = {
+    "seed": {
+        "summary": "The users of tiers x to y as a spreadsheet link",
+        "value": {
+            "type": "userExport",
+            "returnType": "url",
+            "fileName": "myexport.xlsx",
+            "variables": {"x": 1, "y": 2},
+        },
+    },
+    "csv": {
+        "summary": "Menu categories for two muscles, as CSV",
+        "value": {
+            "type": "menuCategoriesByMuscle",
+            "fileName": "menus.csv",
+            "variables": {"a": "muscle1", "b": "muscle2"},
+        },
+    },
+}
 # A failed export seen by POST /export: which status tells the client the most.
 _FAILURE_STATUS = {
     "InvalidInput": 422,
@@ -57,7 +77,7 @@ _FAILURE_STATUS = {
     summary="Export and wait: the link (or e-mail) when done, 202 past the wait",
 )
 async def export_and_wait(
-    body: ExportRequestBody,
+    body: Annotated[ExportRequestBody, Body(openapi_examples=REQUEST_EXAMPLES)],
     principal: PrincipalDep,
     context: ContextDep,
     protection: ProtectionDep,
@@ -106,7 +126,7 @@ def _failure(spec: ExportSpec, status: ExportStatus) -> JSONResponse:
     summary="Start an export; follow it at the Location",
 )
 async def create_export(
-    body: ExportRequestBody,
+    body: Annotated[ExportRequestBody, Body(openapi_examples=REQUEST_EXAMPLES)],
     principal: PrincipalDep,
     context: ContextDep,
     protection: ProtectionDep,

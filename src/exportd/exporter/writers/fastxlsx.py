@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,10 +36,13 @@ from exportd.exporter.writers import fastxlsx_parts as parts
 from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
 from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
 from exportd.exporter.writers.fastxlsx_zip import Bytes, ZipStream, deflate_piece
+from exportd.exporter.writers.xlsx import (
+    DATA_SHEET,
+    EXCEL_MAX_ROWS,
+    METADATA_SHEET,
+    XlsxWriter,
+)
 
-EXCEL_MAX_ROWS = 1_048_576
-DATA_SHEET = "Export"
-METADATA_SHEET = "Export info"
 PIECE_TARGET_BYTES = 8 * 1024 * 1024
 XML_BYTES_PER_VALUE_BYTE = 2
 XML_BYTES_PER_CELL = 24
@@ -54,8 +57,6 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
     type selects it with ``xlsxWriter: xlsxwriter`` once the catalog has that field.
     """
     if getattr(export_type, "xlsx_writer", "fast") == "xlsxwriter":
-        from exportd.exporter.writers.xlsx import XlsxWriter
-
         return XlsxWriter
     return FastXlsxWriter
 
@@ -123,7 +124,6 @@ class FastXlsxWriter(Writer):
         self._widths: list[int] = []
         self._sheets: list[parts.SheetPart] = []
         self._sheet_rows = 0
-        self._finished = False
         self._builder = threading.Thread(target=self._guard, args=(self._build_loop,), daemon=True)
         self._appender = threading.Thread(
             target=self._guard, args=(self._append_loop,), daemon=True
@@ -156,7 +156,6 @@ class FastXlsxWriter(Writer):
                 reason="IncompleteExport",
             )
         self._write_closing_parts(completed_at)
-        self._finished = True
         return WriteSummary(rows_written=self._rows_written, sheets=len(self._sheets))
 
     def abort(self) -> None:
@@ -192,9 +191,9 @@ class FastXlsxWriter(Writer):
 
     # -- plumbing shared by the threads ------------------------------------------------------
 
-    def _guard(self, loop: object) -> None:
+    def _guard(self, loop: Callable[[], None]) -> None:
         try:
-            loop()  # type: ignore[operator]
+            loop()
         except BaseException as exc:  # handed to the exporter's thread, raised there
             if self._error is None:
                 self._error = exc

@@ -129,8 +129,10 @@ def _choose(mask: pa.Array, when_true: pa.Array, when_false: pa.Array) -> pa.Arr
 def integer_cells(array: pa.Array) -> pa.Array:
     texts = pc.cast(array, pa.string())
     cells = number_cells(texts)
-    if pa.types.is_integer(array.type) and array.type.bit_width >= 64:
-        big = pc.or_(pc.greater_equal(array, _BIG_INTEGER), pc.less_equal(array, -_BIG_INTEGER))
+    if array.type.bit_width >= 64:
+        big = pc.greater_equal(array, pa.scalar(_BIG_INTEGER, array.type))
+        if pa.types.is_signed_integer(array.type):
+            big = pc.or_(big, pc.less_equal(array, pa.scalar(-_BIG_INTEGER, array.type)))
         cells = _choose(big, _constant_text_cells(texts), cells)
     return cells
 
@@ -256,9 +258,9 @@ def _typed_cells(array: pa.Array, kind: pa.DataType, zone: str) -> pa.Array:
         return timestamp_cells(array, zone)
     if pa.types.is_date(kind):
         return date_cells(array)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if pa.types.is_string(kind):
         return text_cells(clean_and_cut(array))
-    if pa.types.is_string_view(kind):
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         return text_cells(clean_and_cut(pc.cast(array, pa.string())))
     return python_cells(array, zone)
 
