@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exportd.catalog import STRING_MAX_DEFAULT
-from tests.integration.conftest import ENDLESS_BODY, SEED_BODY, auth
+from tests.integration.conftest import ENDLESS_BODY, SEED_BODY, Api, auth, wait_for
 from tests.integration.protect_harness import Harness, started_api
 
 pytestmark = pytest.mark.anyio
@@ -144,8 +144,6 @@ async def endless(h: Harness, user: str) -> dict[str, Any]:
 
 
 async def wait_phase(h: Harness, export_id: str, user: str, phase: str) -> dict[str, Any]:
-    from tests.integration.conftest import Api, wait_for
-
     api = Api(h.app, h.client, h.settings, "embedded")
     return await wait_for(api, export_id, lambda shown: shown["phase"] == phase, owner=user)
 

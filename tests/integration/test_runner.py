@@ -127,19 +127,18 @@ async def test_a_transient_failure_is_retried_up_to_max_attempts(api: Api) -> No
 
 
 async def test_shutdown_gives_running_exports_back_without_charging_an_attempt(
-    tmp_path: Path, sample_db: Path, backend_kind: str
+    tmp_path: Path, sample_db: Path
 ) -> None:
     """Stopping the app (lifespan exit) while an export runs: the child is stopped and the
-    record is Pending again with its attempt returned, ready for the next start."""
-    if backend_kind != "embedded":
-        pytest.skip("shutdown bookkeeping is the embedded runner's")
+    record is Pending again with its attempt returned, ready for the next start. (Embedded
+    runner bookkeeping; the operator's restart behaviour has its own tests.)"""
     import httpx
 
     settings = make_settings(tmp_path / "data", sample_db)
-    app = BACKEND_FACTORIES[backend_kind](settings)
+    app = BACKEND_FACTORIES["embedded"](settings)
     async with app.router.lifespan_context(app):
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-        api = Api(app, client, settings, backend_kind)
+        api = Api(app, client, settings, "embedded")
         export_id = await create(api, ENDLESS_BODY)
         await wait_for(api, export_id, running_with_rows)
         await client.aclose()
@@ -164,13 +163,10 @@ def _record(status: ExportStatus, owner: str = "alice") -> ExportRecord:
     return ExportRecord.new(spec, status)
 
 
-async def test_start_resumes_waiting_and_orphaned_records(
-    tmp_path: Path, sample_db: Path, backend_kind: str
-) -> None:
+async def test_start_resumes_waiting_and_orphaned_records(tmp_path: Path, sample_db: Path) -> None:
     """Records left by a dead API: Queued and Pending ones run; a Running one without a process
-    is retried (attempt 2); a Running one whose attempts are used up is Failed, Interrupted."""
-    if backend_kind != "embedded":
-        pytest.skip("seeds the embedded state store directly")
+    is retried (attempt 2); a Running one whose attempts are used up is Failed, Interrupted.
+    (Seeds the embedded SQLite store directly.)"""
     import httpx
 
     settings = make_settings(tmp_path / "data", sample_db, max_attempts=2)
@@ -182,10 +178,10 @@ async def test_start_resumes_waiting_and_orphaned_records(
     spent = await store.create(_record(ExportStatus(phase=Phase.RUNNING, attempts=2)))
     await store.close()
 
-    app = BACKEND_FACTORIES[backend_kind](settings)
+    app = BACKEND_FACTORIES["embedded"](settings)
     async with app.router.lifespan_context(app):
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-        api = Api(app, client, settings, backend_kind)
+        api = Api(app, client, settings, "embedded")
         for record in (queued, pending):
             done = await wait_for(api, record.id, lambda s: s["phase"] == "Succeeded")
             assert done["attempts"] == 1
