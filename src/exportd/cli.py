@@ -11,12 +11,15 @@ import argparse
 import json
 import shlex
 import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from pydantic import ValidationError
 
 from exportd import __version__, logs
 from exportd.catalog import Catalog, VariableKind
@@ -100,9 +103,11 @@ def serve(args: argparse.Namespace) -> int:
     from exportd.api import create_app
 
     overrides: dict[str, Any] = {k: v for k in ("host", "port") if (v := getattr(args, k))}
-    settings = ApiSettings(**overrides)
+    settings = _api_settings(overrides)
+    _check_tls(settings)
     if "public_url" not in settings.model_fields_set:
-        settings.public_url = f"http://{settings.host}:{settings.port}"
+        scheme = "https" if settings.tls_cert_file else "http"
+        settings.public_url = f"{scheme}://{settings.host}:{settings.port}"
     if args.print_quickstart:
         print(quickstart(settings), flush=True)
     logs.setup_process_logging(settings)
@@ -117,8 +122,36 @@ def serve(args: argparse.Namespace) -> int:
         log_config=None,  # exportd.logs: JSON lines, redacted
         access_log=False,  # our middleware logs requests, without query strings
         timeout_graceful_shutdown=int(settings.cancel_grace_seconds) + 5,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     return 0
+
+
+def _api_settings(overrides: dict[str, Any]) -> ApiSettings:
+    """Settings, or a refusal naming each bad field (never the values: they may be secrets)."""
+    try:
+        return ApiSettings(**overrides)
+    except ValidationError as exc:
+        errors = [
+            FieldError(".".join(str(part) for part in error["loc"]) or "settings", error["msg"])
+            for error in exc.errors(include_input=False)
+        ]
+        raise InvalidInput("invalid settings", errors=errors) from None
+
+
+def _check_tls(settings: ApiSettings) -> None:
+    """Load the certificate and key once before serving: a bad pair fails here, in one line."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert_file, settings.tls_key_file
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"cannot serve HTTPS with {settings.tls_cert_file} and {settings.tls_key_file}: {exc}"
+        ) from None
 
 
 def quickstart(settings: ApiSettings) -> str:

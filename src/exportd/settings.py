@@ -435,6 +435,15 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body; larger ones are answered 413."
     )
+    # -- HTTPS served by the API itself, for deployments without a TLS-terminating proxy --
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) the API serves HTTPS with; set together with "
+        "`tls_key_file`. Unset: plain HTTP (TLS terminated by an ingress or proxy).",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of `tls_cert_file`; set together with it."
+    )
 
     @field_validator("credits_timezone")
     @classmethod
@@ -449,6 +458,12 @@ class ApiSettings(CommonSettings):
     def _one_token_key(self) -> ApiSettings:
         if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
             raise ValueError("set at most one of jwt_public_key and jwt_jwks_url")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
         return self
 
     @property
@@ -508,6 +523,17 @@ class OperatorSettings(CommonSettings):
     )
     exporter_env_config_map: str | None = Field(
         None, description="ConfigMap whose keys become the exporter's environment (envFrom)."
+    )
+    exporter_catalog_config_map: str | None = Field(
+        None,
+        description="ConfigMap whose key `catalog.yaml` is mounted read-only at "
+        "/etc/exportd/catalog in export pods (their EXPORTD_CATALOG_PATH points at it). Unset: "
+        "the catalog shipped in the exporter image.",
+    )
+    exporter_secret_files: str | None = Field(
+        None,
+        description="Secret mounted read-only at /etc/exportd/secrets in export pods, one file "
+        "per key, for `EXPORTD_*_FILE` settings (works with External Secrets, Vault operators).",
     )
     exporter_data_claim: str | None = Field(
         None,

@@ -73,8 +73,8 @@ async def test_post_export_returns_the_seed_json_with_a_link_to_the_file(app: Fa
 async def test_an_export_created_through_the_api_is_a_request_named_by_its_id(
     app: FastAPI,
 ) -> None:
-    body = {"type": "menuCategoriesByMuscle", "fileName": "m.csv"}
-    body["variables"] = {"a": "muscle1", "b": "muscle2"}
+    variables = {"a": "muscle1", "b": "muscle2"}
+    body = {"type": "menuCategoriesByMuscle", "fileName": "m.csv", "variables": variables}
     created = await post(app, "/v1/exports", body)
     assert created.status_code == 202, created.text
     export_id = created.json()["id"]

@@ -46,8 +46,8 @@ async def test_a_transient_failure_is_retried_and_the_next_attempt_succeeds(
     cluster: LocalCluster, operator: OperatorThread
 ) -> None:
     cluster.kubelet.inject("exp-flaky", [ExitCode.TRANSIENT])
-    spec = {"type": "menuCategoriesByMuscle", "fileName": "menus.csv"}
-    spec["variables"] = {"a": "muscle1", "b": "muscle2"}
+    variables = {"a": "muscle1", "b": "muscle2"}
+    spec = {"type": "menuCategoriesByMuscle", "fileName": "menus.csv", "variables": variables}
     await cluster.create_request("exp-flaky", spec)
     body = await cluster.until_phase("exp-flaky", *TERMINAL)
 

@@ -7,6 +7,7 @@ emulator's change notifications for the request to reach a phase, then checks ev
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from pathlib import Path
@@ -170,5 +171,7 @@ async def test_an_export_from_the_real_postgresql_runs_as_a_job(
     assert body["status"]["phase"] == "Succeeded", body["status"]
     assert body["status"]["rows"] == 1000
     [stored] = files_of(cluster, "exp-pg")
-    lines = stored.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "n,label" and lines[1] == "1,row 1" and lines[-1] == "1000,row 1000"
+    with stored.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["n", "label"] and rows[1] == ["1", "row 1"]
+    assert rows[-1] == ["1000", "row 1000"] and len(rows) == 1001

@@ -20,7 +20,7 @@ SPEC["variables"] = {"a": "muscle1", "b": "muscle2"}
 
 def queue_positions(cluster: LocalCluster, name: str) -> list[int]:
     """Every queuePosition the request's status ever showed, in order."""
-    positions = []
+    positions: list[int] = []
     for version in cluster.api.history_of(REQUESTS, NAMESPACE, name):
         position = (version.get("status") or {}).get("queuePosition")
         if position is not None and (not positions or positions[-1] != position):
@@ -30,7 +30,7 @@ def queue_positions(cluster: LocalCluster, name: str) -> list[int]:
 
 def job_creation_order(cluster: LocalCluster) -> list[str]:
     return [
-        obj.history[0]["metadata"]["labels"][er.LABEL_EXPORT]
+        dict(obj.history.raw[0] or {})["metadata"]["labels"][er.LABEL_EXPORT]
         for (resource, _, _), obj in cluster.api.objects.items()
         if resource.plural == "jobs"
     ]

@@ -25,7 +25,7 @@ from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
-SPEC = {"type": "menuCategoriesByMuscle", "fileName": "menus.csv"}
+SPEC: dict[str, Any] = {"type": "menuCategoriesByMuscle", "fileName": "menus.csv"}
 SPEC["variables"] = {"a": "muscle1", "b": "muscle2"}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -138,3 +139,27 @@ def test_documented_examples_are_accepted_and_every_answer_matches(server: Serve
         answer = case.call_and_validate(headers=headers, checks=CHECKS, timeout=60)
         # A cancel may find the export already finished (409, also documented).
         assert answer.status_code in ({200, 409} if label.startswith("DELETE") else {200})
+
+
+def test_the_document_declares_every_problem_answer(server: Server) -> None:
+    """What middleware answers is declared too: 401 and 429 on every operation behind the
+    bearer scheme, 400 and 413 where there is a body, 402/409/503 on the create routes, all
+    problem+json; no operation keeps FastAPI's HTTPValidationError for 422."""
+    document = httpx.get(f"{server.base_url}/openapi.json", timeout=30).json()
+    secured = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if operation.get("security"):
+                secured += 1
+                assert {"401", "429"} <= responses.keys(), (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413"} <= responses.keys(), (method, path)
+            for status in {"400", "401", "402", "413", "429"} & responses.keys():
+                content = responses[status]["content"]
+                assert "application/problem+json" in content, (method, path, status)
+            assert "HTTPValidationError" not in str(responses.get("422", "")), (method, path)
+    assert secured >= 6
+    for path in ("/export", "/v1/exports"):
+        assert {"402", "409", "503"} <= document["paths"][path]["post"]["responses"].keys()
+    assert "nextCreditAt" in document["components"]["schemas"]["Problem"]["properties"]

@@ -1,6 +1,6 @@
 """A whole test cluster on loopback: apiserver emulator, the CRD from ``crds/``, a kubelet, and the
-exporter's configuration as a ConfigMap and a Secret (read by the kubelet through ``envFrom``,
-exactly as the operator's Job manifests name them).
+exporter's configuration as ConfigMaps and a Secret (environment through ``envFrom``, the catalog
+as a mounted file), exactly as the operator's Job manifests name them.
 
 The exporter runs for real, against the session's sample DuckDB, storing files under the test's
 data directory; the operator signs links with the same key the API would check them with.
@@ -34,6 +34,7 @@ SHIPPED_CATALOG = REPO / "src" / "exportd" / "data" / "catalog.yaml"
 NAMESPACE = "default"
 EXPORTER_CONFIG_MAP = "exportd-exporter"
 EXPORTER_SECRET = "exportd-exporter"
+CATALOG_CONFIG_MAP = "exportd-catalog"
 SIGNING_KEY = "k8s-test-signing-key"
 PUBLIC_URL = "http://testserver"
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -110,7 +111,6 @@ class ExportSetup:
         }
         return {
             "EXPORTD_DATA_DIR": str(self.data_dir),
-            "EXPORTD_CATALOG_PATH": str(self.catalog_path),
             "EXPORTD_SOURCES": json.dumps(sources),
             "EXPORTD_PUBLIC_URL": self.public_url,
             "EXPORTD_PROGRESS_INTERVAL_SECONDS": "0.1",
@@ -141,6 +141,7 @@ class LocalCluster:
             "public_url": self.setup.public_url,
             "exporter_env_config_map": EXPORTER_CONFIG_MAP,
             "exporter_env_secret": EXPORTER_SECRET,
+            "exporter_catalog_config_map": CATALOG_CONFIG_MAP,
             "max_running_jobs": 4,
             "max_running_per_requester": 4,
             "resync_seconds": 2.0,
@@ -212,7 +213,7 @@ def new_apiserver() -> ApiServer:
         api.resources.load_bundled()
     # Only the groups in use: kopf and kubectl read every group at start, 24 take a while.
     for resource in list(api.resources):
-        if resource.group not in SERVED_GROUPS:
+        if getattr(resource, "group", None) not in SERVED_GROUPS:
             del api.resources[resource]
     return api
 
@@ -227,6 +228,9 @@ async def _seed(session: aiohttp.ClientSession, setup: ExportSetup) -> None:
     await _apply(session, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     config_map = {"metadata": {"name": EXPORTER_CONFIG_MAP}, "data": setup.exporter_env()}
     await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/configmaps", config_map)
+    catalog = {"catalog.yaml": setup.catalog_path.read_text(encoding="utf-8")}
+    catalog_map = {"metadata": {"name": CATALOG_CONFIG_MAP}, "data": catalog}
+    await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/configmaps", catalog_map)
     secret_data = {"EXPORTD_SIGNING_KEY": base64.b64encode(setup.signing_key.encode()).decode()}
     secret = {"metadata": {"name": EXPORTER_SECRET}, "type": "Opaque", "data": secret_data}
     await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)

@@ -11,7 +11,8 @@ deleted Job's process gets SIGTERM, then SIGKILL after the grace period, like it
 Environment of a process: the node's (``node_env``, e.g. where the API is), then ``envFrom``
 (ConfigMaps and Secrets read from the API), then ``env`` (values, ``fieldRef`` on the pod's
 namespace and name, ``configMapKeyRef``/``secretKeyRef``). A value naming an ``emptyDir`` mount
-(``/tmp/...``) is moved to a private directory per pod; a PVC mount to ``claims[claimName]``.
+(``/tmp/...``) is moved to a private directory per pod; a PVC mount to ``claims[claimName]``;
+ConfigMap and Secret volumes are written out as files (and settings naming them follow).
 
 Failures can be injected per export: ``inject("exp-1", [75])`` makes its first attempt exit 75
 without running anything; later attempts run for real. ``pause()`` keeps new pods Pending until
@@ -243,10 +244,13 @@ class Kubelet:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pod_dir)}
         env["TMPDIR"] = str(pod_dir / "tmp")
         env.update(self.node_env)
+        mounts, file_mounts = await self._mounts(namespace, container, pod, pod_dir)
         for source in container.get("envFrom") or []:
-            env.update(await self._env_source(namespace, source))
+            values = await self._env_source(namespace, source)
+            # Settings naming files of mounted ConfigMaps or Secrets (e.g. *_FILE) follow them;
+            # other paths are the test machine's own (the emptyDir /tmp would shadow them).
+            env.update({key: _remap(value, file_mounts) for key, value in values.items()})
         field_values = {"metadata.namespace": namespace, "metadata.name": f"{pod_dir.name}"}
-        mounts = self._mounts(container, pod, pod_dir)
         for item in container.get("env") or []:
             value = await self._env_value(namespace, item, field_values)
             env[item["name"]] = _remap(value, mounts)  # paths in the pod spec are the pod's
@@ -282,20 +286,40 @@ class Kubelet:
             data: dict[str, Any] = await resp.json()
             return data
 
-    def _mounts(
-        self, container: Mapping[str, Any], pod: Mapping[str, Any], pod_dir: Path
-    ) -> dict[str, Path]:
+    async def _mounts(
+        self, namespace: str, container: Mapping[str, Any], pod: Mapping[str, Any], pod_dir: Path
+    ) -> tuple[dict[str, Path], dict[str, Path]]:
+        """Local directories for the container's mounts: all of them, and those holding the
+        files of a ConfigMap or a Secret (written out as the kubelet projects them)."""
         volumes = {volume["name"]: volume for volume in pod.get("volumes") or []}
         mounts: dict[str, Path] = {}
+        file_mounts: dict[str, Path] = {}
         for mount in container.get("volumeMounts") or []:
             volume = volumes[mount["name"]]
-            if "emptyDir" in volume:
-                local = pod_dir / "volumes" / mount["name"]
-                local.mkdir(parents=True)
-            else:
+            local = pod_dir / "volumes" / mount["name"]
+            if "persistentVolumeClaim" in volume:
                 local = self.claims[volume["persistentVolumeClaim"]["claimName"]]
+            elif "configMap" in volume or "secret" in volume:
+                await self._project(namespace, volume, local)
+                file_mounts[mount["mountPath"]] = local
+            else:
+                local.mkdir(parents=True)
             mounts[mount["mountPath"]] = local
-        return mounts
+        return mounts, file_mounts
+
+    async def _project(self, namespace: str, volume: Mapping[str, Any], target: Path) -> None:
+        if "configMap" in volume:
+            source = volume["configMap"]
+            data = (await self._read(namespace, "configmaps", source["name"])).get("data") or {}
+            files = {key: str(value).encode() for key, value in data.items()}
+        else:
+            source = volume["secret"]
+            data = (await self._read(namespace, "secrets", source["secretName"])).get("data") or {}
+            files = {key: base64.b64decode(value) for key, value in data.items()}
+        items = source.get("items") or [{"key": key, "path": key} for key in files]
+        target.mkdir(parents=True)
+        for item in items:
+            (target / item["path"]).write_bytes(files[item["key"]])
 
 
 def _remap(value: str, mounts: Mapping[str, Path]) -> str:

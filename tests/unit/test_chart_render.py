@@ -478,10 +478,25 @@ def test_exportd_accepts_every_variable_the_chart_sets(
 def test_exporter_environment_configmap_is_valid_exporter_settings(
     full_objects: list[dict[str, Any]], tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
+    """The export pods' variables, with the catalog and secret-file mounts the operator adds
+    replaced by local copies: the catalog loads and `_FILE` secrets resolve."""
+    from exportd.catalog import Catalog
     from exportd.settings import ExporterSettings
 
     data = one(full_objects, "ConfigMap", "-exporter-env")["data"]
-    env = {k: v for k, v in data.items() if k != "EXPORTD_CATALOG_PATH"}
+    catalog_dir, secrets_dir = tmp_path / "catalog", tmp_path / "secrets"
+    catalog_dir.mkdir()
+    secrets_dir.mkdir()
+    (catalog_dir / "catalog.yaml").write_text(
+        one(full_objects, "ConfigMap", "-catalog")["data"]["catalog.yaml"]
+    )
+    env: dict[str, str] = {}
+    for name, value in data.items():
+        if value.startswith("/etc/exportd/secrets/"):
+            (secrets_dir / Path(value).name).write_text(f"{Path(value).name}-value\n")
+        env[name] = value.replace("/etc/exportd/catalog", str(catalog_dir)).replace(
+            "/etc/exportd/secrets", str(secrets_dir)
+        )
     env["EXPORTD_DATA_DIR"] = str(tmp_path / "data")
     assert_known_to(ExporterSettings, env)
     for name, value in env.items():
@@ -489,6 +504,13 @@ def test_exporter_environment_configmap_is_valid_exporter_settings(
     settings = ExporterSettings()
     assert settings.smtp.host == "smtp.example.com"
     assert settings.storage.bucket == "exportd-files"
+    assert settings.sources["warehouse"].resolved_password() == "warehouse-password-value"
+    assert settings.smtp.resolved_password() == "smtp-password-value"
+    assert settings.secret("signing_key") == "signing-key-value"
+    assert set(Catalog.load(settings.resolved_catalog_path).types) == {
+        "usersByTier",
+        "menusByMuscle",
+    }
 
 
 # ---- the export Jobs the operator will create -------------------------------------------------

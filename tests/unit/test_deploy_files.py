@@ -249,6 +249,20 @@ def test_compose_api_is_hardened_and_built_from_its_dockerfile(
         assert "dev" not in str(value) or name.endswith("_FILE"), name
 
 
+def test_compose_api_keeps_rate_limit_counters_in_the_redis_service(
+    compose_config: dict[str, Any],
+) -> None:
+    """The URL names the compose service, which must be healthy before the API starts."""
+    from urllib.parse import urlsplit
+
+    api = compose_config["services"]["api"]
+    url = urlsplit(api["environment"]["EXPORTD_REDIS_URL"])
+    assert url.scheme == "redis" and url.hostname in compose_config["services"]
+    assert url.hostname == "redis" and url.port == 6379
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "healthcheck" in compose_config["services"]["redis"]
+
+
 def test_compose_state_store_variant_points_the_api_at_postgres() -> None:
     proc = run(tool("docker-compose"), *COMPOSE_VARIANTS["postgres-state"], "config")
     env = yaml.safe_load(proc.stdout)["services"]["api"]["environment"]

@@ -196,6 +196,6 @@ async def test_waiting_returns_once_a_write_makes_the_condition_true(client: Cli
         lambda: client.api.current("exportd.dev/v1alpha1/exportrequests", "ns", "late"), 10
     )
     await task
-    assert found["metadata"]["name"] == "late"
+    assert found is not None and found["metadata"]["name"] == "late"
     with pytest.raises(TimeoutError):
         await client.api.wait_until(lambda: False, 0.3)

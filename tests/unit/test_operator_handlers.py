@@ -53,7 +53,9 @@ def test_every_retried_handler_has_a_timeout_and_a_retry_limit() -> None:
     assert {handler.reason for handler in changing if handler.reason} >= {"create", "delete"}
     for handler in changing:
         assert handler.timeout is not None and handler.retries is not None, handler.id
-    activities = {handler.activity.value for handler in registry._activities.get_all_handlers()}
+    activities = {
+        str(h.activity and h.activity.value) for h in registry._activities.get_all_handlers()
+    }
     assert {"authentication", "startup", "cleanup", "probe"} <= activities
     watched = {str(handler.selector) for handler in registry._watching.get_all_handlers()}
     assert len(watched) == 2  # requests and Jobs: every change wakes the controller

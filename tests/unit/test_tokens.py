@@ -116,3 +116,28 @@ def test_verifier_from_settings_pins_configured_algorithms(tmp_path: object) -> 
     assert configured.verify(mint_token("bob", SECRET, algorithm="HS384", audience="aud1"))
     with pytest.raises(InvalidToken):
         configured.verify(mint_token("bob", SECRET, audience="aud1"))  # HS256: not pinned
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms"),
+    [
+        (SECRET, ("HS256", "RS256")),  # shared-secret and public-key algorithms mixed
+        (SECRET, ("none",)),
+        (SECRET, ()),
+        ("-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----", ("HS256",)),
+        (SECRET, ("RS256",)),  # a public-key algorithm with a shared secret
+    ],
+)
+def test_unsafe_verifier_configurations_fail_at_start(key: str, algorithms: tuple[str]) -> None:
+    """RFC 8725 3.1/3.2: the configuration itself must rule out algorithm confusion."""
+    with pytest.raises(ValueError):
+        TokenVerifier(key=key, algorithms=algorithms)
+
+
+def test_settings_refuse_a_public_key_and_a_jwks_url_together(tmp_path: object) -> None:
+    with pytest.raises(ValueError):
+        ApiSettings(
+            data_dir=tmp_path,
+            jwt_public_key="-----BEGIN PUBLIC KEY-----",
+            jwt_jwks_url="http://127.0.0.1/jwks",
+        )

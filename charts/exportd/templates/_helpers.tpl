@@ -125,8 +125,25 @@ securityContext:
 {{- else if and .Values.api.ingress.enabled .Values.api.ingress.hosts -}}
 {{- printf "https://%s" (first .Values.api.ingress.hosts) -}}
 {{- else -}}
-{{- printf "http://%s.%s.svc" (include "exportd.componentName" (list . "api")) .Release.Namespace -}}
+{{- $scheme := ternary "https" "http" (include "exportd.apiTls" . | eq "true") -}}
+{{- $port := int .Values.api.service.port -}}
+{{- $host := printf "%s.%s.svc" (include "exportd.componentName" (list . "api")) .Release.Namespace -}}
+{{- if or (and (eq $scheme "http") (eq $port 80)) (and (eq $scheme "https") (eq $port 443)) -}}
+{{- printf "%s://%s" $scheme $host -}}
+{{- else -}}
+{{- printf "%s://%s:%d" $scheme $host $port -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the API serves HTTPS itself (api.tls.existingSecret). */}}
+{{- define "exportd.apiTls" -}}
+{{- if .Values.api.tls.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/* Scheme of the API's own port, for probes. */}}
+{{- define "exportd.apiScheme" -}}
+{{- ternary "HTTPS" "HTTP" (include "exportd.apiTls" . | eq "true") -}}
 {{- end -}}
 
 {{/*
@@ -140,6 +157,9 @@ signingKey: {ref: {{ toJson $v.secrets.signingKey }}, file: signing-key, env: EX
 jwtSecret: {ref: {{ toJson $v.secrets.jwtSecret }}, file: jwt-secret, env: EXPORTD_JWT_SECRET_FILE}
 stateDbUrl: {ref: {{ toJson $v.secrets.stateDbUrl }}, file: state-db-url, env: EXPORTD_STATE_DB_URL_FILE}
 smtpPassword: {ref: {{ toJson $v.delivery.smtp.password }}, file: smtp-password, env: EXPORTD_SMTP__PASSWORD_FILE}
+redisUrl: {ref: {existingSecret: {{ $v.redis.existingSecret | quote }}, key: {{ $v.redis.key | quote }}}, file: redis-url, env: EXPORTD_REDIS_URL_FILE}
+apiTlsCert: {ref: {existingSecret: {{ $v.api.tls.existingSecret | quote }}, key: {{ $v.api.tls.certKey | quote }}}, file: tls.crt, env: EXPORTD_TLS_CERT_FILE}
+apiTlsKey: {ref: {existingSecret: {{ $v.api.tls.existingSecret | quote }}, key: {{ $v.api.tls.keyKey | quote }}}, file: tls.key, env: EXPORTD_TLS_KEY_FILE}
 {{- if eq $v.storage.kind "s3" }}
 storageSecretKey: {ref: {existingSecret: {{ $v.storage.s3Credentials.existingSecret | quote }}, key: {{ $v.storage.s3Credentials.secretAccessKeyKey | quote }}}, file: storage-secret-access-key, env: EXPORTD_STORAGE__SECRET_ACCESS_KEY_FILE}
 {{- end }}

@@ -9,7 +9,8 @@ client generator (or schemathesis) sees exactly what the API sends:
   ``Retry-After`` and the ``RateLimit`` fields);
 - every operation with a request body: 400 (bytes that are not UTF-8) and 413;
 - every 422: problem+json (replacing FastAPI's ``HTTPValidationError``);
-- the create routes: 402 (no credit left), 409 (idempotency key in use) and 503 (queue full).
+- the create routes: 402 (no credit left), 409 (idempotency key in use) and 503 (queue full);
+  ``POST /export``, which reports the export's own failure, also 502 and 504.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ _DESCRIPTIONS = {
     413: "The request body is larger than the limit (64 KB)",
     422: "Invalid request; `errors` names each field",
     429: "Too many requests; retry after `Retry-After` seconds",
-    503: "The export queue is full; retry after `Retry-After` seconds",
+    502: "The export failed at delivery (the mail server refused or failed)",
+    503: "The export queue is full, or the export failed transiently; retry later",
+    504: "The export ran past its deadline",
 }
+WAIT_ROUTE = ("POST", "/export")
 _INTEGER_HEADER = {"schema": {"type": "integer", "minimum": 0}}
 _STRING_HEADER = {"schema": {"type": "string"}}
 _HEADERS: dict[int, dict[str, Any]] = {
@@ -59,9 +63,7 @@ def problem_response_object(status: int) -> dict[str, Any]:
 
 def _is_default_validation_error(response: dict[str, Any]) -> bool:
     content = response.get("content", {})
-    return any(
-        "HTTPValidationError" in str(media.get("schema", {})) for media in content.values()
-    )
+    return any("HTTPValidationError" in str(media.get("schema", {})) for media in content.values())
 
 
 def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> None:
@@ -73,6 +75,8 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
         wanted |= {400, 413}
     if (method.upper(), path) in CREATE_ROUTES:
         wanted |= {402, 409, 503}
+    if (method.upper(), path) == WAIT_ROUTE:
+        wanted |= {502, 504}
     for status in sorted(wanted):
         responses.setdefault(str(status), problem_response_object(status))
     if "422" in responses and _is_default_validation_error(responses["422"]):

@@ -40,6 +40,7 @@ class Controller:
         self._started = 0
         self._finished = 0
         self._last_error: BaseException | None = None
+        self._wake.set()  # a first round at start: a settled cluster is checked at once
 
     def poke(self) -> None:
         """Ask the background loop for a round soon (from event handlers; never waits)."""

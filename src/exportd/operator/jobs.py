@@ -27,6 +27,9 @@ MANAGED_BY = "exportd-operator"
 NAME_MAX = 63  # Job names become pod label values
 TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir volume, private to the pod
 DATA_MOUNT = "/var/lib/exportd"
+CATALOG_MOUNT = "/etc/exportd/catalog"
+CATALOG_KEY = "catalog.yaml"
+SECRETS_MOUNT = "/etc/exportd/secrets"
 TERMINATION_GRACE_SECONDS = 30
 NON_RETRIABLE_EXIT_CODES = (int(ExitCode.USAGE), int(ExitCode.PERMANENT))
 
@@ -41,6 +44,8 @@ class JobTemplate:
     env_secret: str | None = None
     env_config_map: str | None = None
     data_claim: str | None = None
+    catalog_config_map: str | None = None
+    secret_files: str | None = None
     run_as_user: int = 10001
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"cpu": "1", "memory": "1Gi"})
@@ -57,6 +62,8 @@ class JobTemplate:
             env_secret=settings.exporter_env_secret,
             env_config_map=settings.exporter_env_config_map,
             data_claim=settings.exporter_data_claim,
+            catalog_config_map=settings.exporter_catalog_config_map,
+            secret_files=settings.exporter_secret_files,
             run_as_user=settings.exporter_run_as_user,
             requests={
                 "cpu": settings.exporter_cpu_request,
@@ -158,6 +165,7 @@ def _pod_spec(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
         volumes.append(
             {"name": "data", "persistentVolumeClaim": {"claimName": template.data_claim}}
         )
+    volumes.extend(_config_volumes(template))
     return {
         "restartPolicy": "Never",
         "serviceAccountName": template.service_account,
@@ -176,8 +184,26 @@ def _pod_spec(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
     }
 
 
+def _config_volumes(template: JobTemplate) -> list[dict[str, Any]]:
+    """The catalog and the secret files, read-only; group-readable only (``fsGroup``)."""
+    volumes: list[dict[str, Any]] = []
+    if template.catalog_config_map:
+        items = [{"key": CATALOG_KEY, "path": CATALOG_KEY}]
+        volumes.append(
+            {"name": "catalog", "configMap": {"name": template.catalog_config_map, "items": items}}
+        )
+    if template.secret_files:
+        volumes.append(
+            {
+                "name": "secret-files",
+                "secret": {"secretName": template.secret_files, "defaultMode": 0o440},
+            }
+        )
+    return volumes
+
+
 def _container(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
-    mounts = [{"name": "tmp", "mountPath": TMP_MOUNT}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
     env: list[dict[str, Any]] = [
         {"name": "EXPORTD_REPORTER", "value": "kubernetes"},
         {
@@ -189,6 +215,11 @@ def _container(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
     if template.data_claim:
         mounts.append({"name": "data", "mountPath": DATA_MOUNT})
         env.append({"name": "EXPORTD_DATA_DIR", "value": DATA_MOUNT})
+    if template.catalog_config_map:
+        mounts.append({"name": "catalog", "mountPath": CATALOG_MOUNT, "readOnly": True})
+        env.append({"name": "EXPORTD_CATALOG_PATH", "value": f"{CATALOG_MOUNT}/{CATALOG_KEY}"})
+    if template.secret_files:
+        mounts.append({"name": "secret-files", "mountPath": SECRETS_MOUNT, "readOnly": True})
     env_from: list[dict[str, Any]] = []
     if template.env_config_map:
         env_from.append({"configMapRef": {"name": template.env_config_map}})

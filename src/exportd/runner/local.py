@@ -1,10 +1,12 @@
 """The local runner: embedded mode's twin of "one Kubernetes Job per export".
 
 Each export runs as its own exporter child process (:mod:`exportd.runner.child`); at most
-``max_running_exports`` at a time, the rest wait in a FIFO queue (phase Queued, ``queuePosition``
-kept current). Everything the runner knows is written to the state store first, so a restart loses
-nothing: on start, Pending and Queued records are queued again in the order they were accepted,
-and Running ones whose process is gone are retried (or failed when their attempts are used up).
+``max_running_exports`` at a time and ``max_running_per_user`` of one user, the rest wait in a
+FIFO queue (phase Queued, ``queuePosition`` kept current) that a free slot takes the first
+admissible export from. Everything the runner knows is written to the state store first, so a
+restart loses nothing: on start, Pending and Queued records are queued again in the order they
+were accepted, and Running ones whose process is gone are retried (or failed when their attempts
+are used up).
 
 Retry policy, mirroring a Job's ``backoffLimit``: exit 2 or 3 is final (Failed with the
 exporter's reason); exit 75 or any other code is retried up to ``max_attempts`` with exponential

@@ -61,6 +61,20 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
     return FastXlsxWriter
 
 
+def _built(piece: pa.RecordBatch, first_row: int, zone: str) -> tuple[Bytes, bytes]:
+    """Sheet XML of a slice of rows and its deflated form (runs in the pool)."""
+    cells = [column_cells(column, zone) for column in piece.columns]
+    if cells:
+        raw: Bytes = memoryview(rows_xml(cells, first_row))
+    else:
+        raw = b"".join(f'<row r="{first_row + i}"/>'.encode() for i in range(piece.num_rows))
+    return raw, deflate_piece(raw)
+
+
+def _deflated(raw: Bytes) -> tuple[Bytes, bytes]:
+    return raw, deflate_piece(raw)
+
+
 def use_system_allocator() -> None:
     """Arrow buffers from the C library's allocator instead of mimalloc, process-wide.
 
@@ -80,8 +94,7 @@ class _Open:
 
 @dataclass(frozen=True)
 class _Piece:
-    raw: Bytes
-    compressed: Future[bytes]
+    built: Future[tuple[Bytes, bytes]]  # the raw XML and its deflated form
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,7 @@ class FastXlsxWriter(Writer):
         metadata: ExportMetadata,
         *,
         max_sheet_rows: int = EXCEL_MAX_ROWS,
-        compress_threads: int = 2,
+        threads: int = 2,
         piece_target_bytes: int = PIECE_TARGET_BYTES,
     ) -> None:
         super().__init__(path, metadata)
@@ -113,9 +126,9 @@ class FastXlsxWriter(Writer):
         self._piece_target = piece_target_bytes
         self._file: BinaryIO = path.open("wb")
         self._zip = ZipStream(self._file)
-        self._pool = ThreadPoolExecutor(compress_threads, thread_name_prefix="fastxlsx-deflate")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastxlsx-build")
         self._batches: queue.Queue[object] = queue.Queue(maxsize=2)
-        self._ops: queue.Queue[object] = queue.Queue(maxsize=2 + 2 * compress_threads)
+        self._ops: queue.Queue[object] = queue.Queue(maxsize=2 * threads)
         self._failed = threading.Event()
         self._error: BaseException | None = None
         self._rows_received = 0
@@ -271,20 +284,14 @@ class FastXlsxWriter(Writer):
     def _emit_rows(self, piece: pa.RecordBatch) -> None:
         if piece.num_rows == 0:
             return
+        first_row = self._sheet_rows + 1
         zone = self.metadata.timezone
-        cells = [column_cells(column, zone) for column in piece.columns]
-        if cells:
-            xml: Bytes = memoryview(rows_xml(cells, self._sheet_rows + 1))
-        else:
-            xml = b"".join(
-                f'<row r="{self._sheet_rows + 1 + i}"/>'.encode() for i in range(piece.num_rows)
-            )
-        self._emit(xml)
+        self._put(self._ops, _Piece(self._pool.submit(_built, piece, first_row, zone)))
         self._sheet_rows += piece.num_rows
         self._rows_written += piece.num_rows
 
     def _emit(self, raw: Bytes) -> None:
-        self._put(self._ops, _Piece(raw, self._pool.submit(deflate_piece, raw)))
+        self._put(self._ops, _Piece(self._pool.submit(_deflated, raw)))
 
     def _start_sheet(self) -> None:
         number = len(self._sheets) + 1
@@ -311,7 +318,7 @@ class FastXlsxWriter(Writer):
     def _append_loop(self) -> None:
         while (op := self._get(self._ops)) is not _STOP:
             if isinstance(op, _Piece):
-                self._zip.add_piece(op.raw, op.compressed.result())
+                self._zip.add_piece(*op.built.result())
             elif isinstance(op, _Open):
                 self._zip.open_entry(op.name)
             elif isinstance(op, _Close):
