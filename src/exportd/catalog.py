@@ -160,9 +160,7 @@ class Catalog(BaseModel):
                 f"invalid variables for export type {name!r}",
                 reason="InvalidVariables",
                 errors=[
-                    FieldError(
-                        ".".join(["variables", *(str(p) for p in err["loc"])]), err["msg"]
-                    )
+                    FieldError(".".join(["variables", *(str(p) for p in err["loc"])]), err["msg"])
                     for err in exc.errors()
                 ],
             ) from None
@@ -177,6 +175,8 @@ def _variables_model(name: str, export_type: ExportType) -> type[BaseModel]:
     if key not in _MODEL_CACHE:
         fields = {k: _field_for(v) for k, v in export_type.variables.items()}
         _MODEL_CACHE[key] = create_model(  # type: ignore[call-overload]
-            f"Variables_{name}", __config__=ConfigDict(extra="forbid", validate_default=True), **fields
+            f"Variables_{name}",
+            __config__=ConfigDict(extra="forbid", validate_default=True),
+            **fields,
         )
     return _MODEL_CACHE[key]
