@@ -72,6 +72,11 @@ class ExportType(CatalogModel):
     statement_timeout_seconds: int = Field(300, ge=1, le=86_400)
     max_rows: int | None = Field(None, ge=1)
     csv_bom: bool = False  # a UTF-8 byte order mark, for Excel versions that need it
+    xlsx_writer: Literal["fast", "xlsxwriter"] = Field(
+        "fast",
+        description="XLSX writer: 'fast' (bulk sheet XML, the default) or 'xlsxwriter' "
+        "(XlsxWriter's row loop, for what needs its features; ~15x slower)",
+    )
 
     def public_view(self, name: str) -> dict[str, Any]:
         """What ``GET /v1/export-types`` shows: everything but the query and the source."""

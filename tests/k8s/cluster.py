@@ -160,7 +160,12 @@ class LocalCluster:
         await operator.wait_ready()
         requests = (str(kmock.resource(REQUESTS)), "")
         jobs = (str(kmock.resource("batch/v1/jobs")), f"{er.LABEL_MANAGED_BY}={MANAGED_BY}")
-        await self.until(lambda: self.api.watching[requests] and self.api.watching[jobs])
+        try:
+            await self.until(lambda: self.api.watching[requests] and self.api.watching[jobs])
+        except TimeoutError as exc:
+            await operator.stop()
+            watching = dict(self.api.watching)
+            raise TimeoutError(f"the operator never watched; open watches: {watching}") from exc
         return operator
 
     async def create_request(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import csv
 import io
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +162,7 @@ class PostgresCsvCopy:
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self._conn = connection
         self._cancelled = threading.Event()
+        self._on_progress: Callable[[int], None] | None = None
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> PostgresCsvCopy:
@@ -177,7 +178,10 @@ class PostgresCsvCopy:
         statement_timeout_seconds: int = 300,
         bom: bool = False,
         max_rows: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> CopyResult:
+        """COPY the query into ``output``; ``on_progress(rows_written)`` after each chunk."""
+        self._on_progress = on_progress
         query = to_pyformat(sql.strip().rstrip(";").strip())
         try:
             self._begin(statement_timeout_seconds, metadata.timezone)
@@ -246,6 +250,8 @@ class PostgresCsvCopy:
             raise PermanentFailure(
                 f"the export has more than its limit of {max_rows} rows", reason="TooManyRows"
             )
+        if self._on_progress is not None:
+            self._on_progress(written)
 
     def _end(self) -> None:
         if not (self._conn.closed or self._conn.broken):

@@ -3,6 +3,11 @@
 The file is built in a private working directory and published to storage only when it is
 complete and rows read equal rows written. Whatever happens (failure, cancel, crash of a
 dependency), the working directory is removed and nothing appears at the final key.
+
+Paths: CSV from PostgreSQL is written by the server's ``COPY`` (:mod:`exportd.exporter.copycsv`);
+everything else streams Arrow batches from a source into a writer, PostgreSQL through DuckDB's
+scanner (:mod:`exportd.exporter.pgarrow`). Arrow, DuckDB and the writers are imported only by the
+path that uses them, so the COPY path's process stays small.
 """
 
 from __future__ import annotations
@@ -17,24 +22,25 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import pyarrow as pa
 
 from exportd.catalog import Catalog, ExportType
 from exportd.errors import Cancelled, PermanentFailure, TransientFailure
+from exportd.exporter.cancelwatch import CancelWatcher
 from exportd.exporter.delivering import deliver_export
-from exportd.exporter.sources import QueryOptions, Source, open_source
 from exportd.exporter.writers import ExportMetadata, Writer, WriteSummary, open_writer
-from exportd.sampledb import ensure_sample_db
 from exportd.settings import ExporterSettings, SourceConfig
-from exportd.spec import ExportResult, ExportSpec, utc_now
+from exportd.spec import ExportFormat, ExportResult, ExportSpec, utc_now
 from exportd.storage import storage_from_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from exportd.exporter.sources import Source
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int], None]
-CANCEL_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,23 @@ def _make_workdir(settings: ExporterSettings, export_id: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{export_id}.", dir=base))
 
 
+def uses_copy_path(export_format: ExportFormat, source: SourceConfig) -> bool:
+    """Whether the server writes the file itself (CSV from PostgreSQL, by ``COPY``)."""
+    return export_format is ExportFormat.CSV and source.kind == "postgres"
+
+
 def _open_source(plan: ExportPlan, settings: ExporterSettings) -> Source:
     config = plan.source
+    if config.kind == "postgres":
+        from exportd.exporter.pgarrow import PostgresArrowSource
+
+        return PostgresArrowSource.from_config(config)
     if config.kind == "duckdb" and config.path == settings.sample_db_path:
+        from exportd.sampledb import ensure_sample_db
+
         ensure_sample_db(config.path)
+    from exportd.exporter.sources import open_source
+
     return open_source(config)
 
 
@@ -144,11 +163,28 @@ def _produce(
     on_progress: ProgressCallback | None,
     cancel: threading.Event,
 ) -> tuple[int, WriteSummary, datetime]:
+    if uses_copy_path(spec.format, plan.source):
+        from exportd.exporter.copycsv import copy_postgres_csv
+
+        return copy_postgres_csv(plan, output, on_progress, cancel)
+    return _produce_from_batches(spec, plan, settings, output, on_progress, cancel)
+
+
+def _produce_from_batches(
+    spec: ExportSpec,
+    plan: ExportPlan,
+    settings: ExporterSettings,
+    output: Path,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event,
+) -> tuple[int, WriteSummary, datetime]:
+    from exportd.exporter.sources import QueryOptions
+
     options = QueryOptions(
         batch_rows=settings.batch_rows,
         statement_timeout_seconds=plan.export_type.statement_timeout_seconds,
     )
-    with _open_source(plan, settings) as source, _CancelWatcher(cancel, source):
+    with _open_source(plan, settings) as source, CancelWatcher(cancel, source):
         writer = open_writer(spec.format, output, plan.metadata, plan.export_type)
         try:
             batches = source.stream(plan.export_type.query, plan.params, options)
@@ -156,6 +192,7 @@ def _produce(
                 rows_read = _copy(batches, writer, plan.export_type.max_rows, on_progress, cancel)
             completed_at = utc_now()
             summary = writer.finish(completed_at)
+            _log_path(source, writer, rows_read)
         except BaseException as exc:
             writer.abort()
             if cancel.is_set() and not isinstance(exc, Cancelled):
@@ -166,6 +203,13 @@ def _produce(
             f"read {rows_read} rows but wrote {summary.rows_written}", reason="IncompleteExport"
         )
     return rows_read, summary, completed_at
+
+
+def _log_path(source: Source, writer: Writer, rows: int) -> None:
+    """Which reader and writer did the work: operators compare exports' speed by it."""
+    fast_read = getattr(source, "used_fast_path", None)
+    reader = type(source).__name__ + (" (DuckDB scanner)" if fast_read else "")
+    log.info("export path: %s -> %s, %d rows", reader, type(writer).__name__, rows)
 
 
 def _copy(
@@ -200,31 +244,6 @@ def _closing(batches: Iterator[pa.RecordBatch]) -> Iterator[None]:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
-
-
-class _CancelWatcher:
-    """Turns a set cancel event into ``source.cancel()`` while a query may be blocking."""
-
-    def __init__(self, cancel: threading.Event, source: Source) -> None:
-        self._cancel = cancel
-        self._source = source
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="cancel-watcher", daemon=True)
-
-    def _watch(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(CANCEL_POLL_SECONDS):
-                log.info("cancel requested; cancelling the running query")
-                self._source.cancel()
-                return
-
-    def __enter__(self) -> _CancelWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 def _sha256(path: Path) -> str:

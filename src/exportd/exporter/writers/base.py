@@ -11,8 +11,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # the PostgreSQL CSV path imports this module and must stay without Arrow
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
