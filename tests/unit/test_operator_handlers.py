@@ -57,5 +57,10 @@ def test_every_retried_handler_has_a_timeout_and_a_retry_limit() -> None:
         str(h.activity and h.activity.value) for h in registry._activities.get_all_handlers()
     }
     assert {"authentication", "startup", "cleanup", "probe"} <= activities
+    ours = [h for h in registry._activities.get_all_handlers() if h.id in ("login", "start")]
+    assert len(ours) == 2
+    for handler in ours:
+        if handler.activity and handler.activity.value in ("authentication", "startup"):
+            assert handler.retries is not None, handler.id  # a dead cluster ends the operator
     watched = {str(handler.selector) for handler in registry._watching.get_all_handlers()}
     assert len(watched) == 2  # requests and Jobs: every change wakes the controller

@@ -116,11 +116,13 @@ def register(
     runtime = Runtime(settings, cluster)
     resource = (er.GROUP, er.VERSION, er.PLURAL)
 
-    @kopf.on.login(registry=registry)
+    # Startup and login give up after a few tries: an operator that cannot reach its cluster
+    # should exit (and be restarted visibly), not wait forever.
+    @kopf.on.login(registry=registry, id="login", retries=5, backoff=3, timeout=60)
     async def login(**_: Any) -> kopf.ConnectionInfo:
         return await cluster.connection_info()
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="start", retries=5, backoff=3, timeout=120)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         pin_kopf_settings(settings)
         if tuning is not None:
@@ -132,7 +134,7 @@ def register(
             runtime.controller.run(runtime.settings.resync_seconds), name="exportd-reconcile"
         )
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="stop", retries=1, timeout=30)
     async def stop(**_: Any) -> None:
         if runtime.loop_task is not None:
             runtime.loop_task.cancel()
@@ -146,15 +148,19 @@ def register(
         last = runtime.controller.last_success if runtime.controller else None
         return None if last is None else round(time.monotonic() - last, 1)
 
-    @kopf.on.create(*resource, registry=registry, timeout=600, retries=20, backoff=3)
-    @kopf.on.resume(*resource, registry=registry, when=_not_terminal, timeout=600, retries=20)
-    @kopf.on.update(*resource, registry=registry, field="spec.cancel", timeout=600, retries=20)
+    # Explicit ids: kopf keeps handler progress under them (exportd.dev/<id> annotations), so
+    # they must not change when the code moves.
+    retried: dict[str, Any] = {"registry": registry, "timeout": 600, "retries": 20, "backoff": 3}
+
+    @kopf.on.create(*resource, id="admit", **retried)
+    @kopf.on.resume(*resource, id="resume", when=_not_terminal, **retried)
+    @kopf.on.update(*resource, id="cancel", field="spec.cancel", **retried)
     async def reconcile(**_: Any) -> None:
         """Admit, queue, or cancel: whatever a round decides for this request (and others)."""
         assert runtime.controller is not None
         await _round_or_retry(runtime.controller)
 
-    @kopf.on.delete(*resource, registry=registry, timeout=600, retries=20, backoff=3)
+    @kopf.on.delete(*resource, id="delete-job", **retried)
     async def delete_job(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         assert runtime.api is not None and runtime.controller is not None
         assert namespace is not None  # ExportRequests are namespaced
@@ -167,14 +173,14 @@ def register(
             raise kopf.PermanentError(str(exc)) from exc
         runtime.controller.poke()  # its slot is free
 
-    @kopf.on.event(*resource, registry=registry)
+    @kopf.on.event(*resource, registry=registry, id="request-changed")
     def request_changed(**_: Any) -> None:
         if runtime.controller is not None:
             runtime.controller.poke()  # progress to mirror, or a request gone
 
     managed = {er.LABEL_MANAGED_BY: MANAGED_BY}
 
-    @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=managed)
+    @kopf.on.event("batch", "v1", "jobs", registry=registry, id="job-changed", labels=managed)
     def job_changed(**_: Any) -> None:
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
