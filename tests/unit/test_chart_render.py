@@ -273,7 +273,7 @@ EXPECTED_RULES = {
         ("exportd.dev", "exportrequests"): {"get", "list", "watch", "patch", "update"},
         ("exportd.dev", "exportrequests/status"): {"get", "patch", "update"},
         ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-        ("", "pods"): {"get", "list", "watch"},
+        ("exportd.dev", "exportrequests/finalizers"): {"update"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
     },
