@@ -6,10 +6,9 @@ kopf's liveness endpoint on ``EXPORTD_LIVENESS_PORT``.
 
 from __future__ import annotations
 
-import logging
-
 import kopf
 
+from exportd.logs import setup_process_logging
 from exportd.operator.connection import Cluster
 from exportd.operator.handlers import register
 from exportd.settings import OperatorSettings
@@ -17,7 +16,7 @@ from exportd.settings import OperatorSettings
 
 def main() -> None:
     settings = OperatorSettings()
-    logging.basicConfig(level=settings.log_level.upper())
+    setup_process_logging(settings)  # JSON lines with secrets redacted, like the API
     registry = kopf.OperatorRegistry()
     register(registry, settings, Cluster())
     kopf.run(
