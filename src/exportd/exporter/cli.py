@@ -12,6 +12,7 @@ a database call blocks.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
 import signal
 import sys
@@ -117,7 +118,9 @@ def run_reported(spec: ExportSpec, settings: ExporterSettings, reporter: Reporte
 
     previous = _install_signal_handlers(on_signal)
     reporter.started(spec.id)
-    worker = threading.Thread(target=work, name=f"export-{spec.id}")
+    # The worker runs in a copy of this context, so its log lines carry the export id too.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(work,), name=f"export-{spec.id}")
     worker.start()
     try:
         while worker.is_alive():
