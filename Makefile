@@ -38,7 +38,7 @@ system-deps:
 # Whole-process tests on a shared 2-core machine: a test that fails for an infrastructure
 # hiccup (an emulated operator thread slow to stop) gets up to two more runs, reported as such.
 test: $(STAMP) services system-deps lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider --reruns 2 --reruns-delay 1 tests
+	$(VENV)/bin/pytest -q -rfER -p no:cacheprovider --reruns 2 --reruns-delay 1 tests
 
 # Performance of the XLSX and CSV paths against the usual baselines (see bench/README.md).
 bench: $(STAMP) services

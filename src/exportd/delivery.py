@@ -41,11 +41,17 @@ from exportd import mail
 from exportd.errors import ExportdError, PermanentFailure
 from exportd.links import HandleLinks
 from exportd.settings import CommonSettings
-from exportd.spec import Condition, ExportErrorInfo, ExportSpec, ReturnType, utc_now
+from exportd.spec import (
+    DELIVERED,
+    Condition,
+    ExportErrorInfo,
+    ExportSpec,
+    ReturnType,
+    utc_now,
+)
 from exportd.storage.base import Storage, StoredObject
 
 MARKER_NAME = ".delivered-email"
-DELIVERED = "Delivered"  # the condition type the outcome is recorded under
 _BASE64_LINE = 76
 
 

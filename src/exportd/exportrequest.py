@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from exportd.errors import ExportdError
 from exportd.spec import (
+    DELIVERED,
     ExportErrorInfo,
     ExportRequestBody,
     ExportResult,
@@ -36,6 +37,7 @@ from exportd.spec import (
     ExportStatus,
     Phase,
 )
+from exportd.spec import Condition as SpecCondition
 
 GROUP = "exportd.dev"
 VERSION = "v1alpha1"
@@ -52,6 +54,9 @@ GITOPS_REQUESTER_PREFIX = "kubernetes:"
 
 CONDITION_ADMITTED = "Admitted"
 CONDITION_FINISHED = "Finished"
+# The CR's conditions the API shows on the export (the others describe the resource).
+EXPORT_CONDITIONS = frozenset({DELIVERED})
+CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
 
 
 def rfc3339(moment: datetime, *, precise: bool = False) -> str:
@@ -235,6 +240,11 @@ def export_status_from_body(body: Mapping[str, Any]) -> ExportStatus:
         completed_at=parse_time(status.completed_at),
         error=error,
         delivered=status.delivered,
+        conditions=[
+            SpecCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
+            for c in status.conditions
+            if c.type in EXPORT_CONDITIONS and c.status in CONDITION_STATUSES
+        ],
     )
 
 

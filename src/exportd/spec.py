@@ -193,6 +193,9 @@ class ExportErrorInfo(CamelModel):
     message: str
 
 
+DELIVERED = "Delivered"  # the condition type an e-mail export's delivery is recorded under
+
+
 class Condition(CamelModel):
     """One Kubernetes-style condition of an export, e.g. ``Delivered`` for an e-mail:
     ``status`` True, False or Unknown, with a CamelCase ``reason``."""

@@ -9,7 +9,6 @@ test gets its own data directory; the sample DuckDB file is the session's shared
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -135,18 +134,16 @@ def _embedded(settings: ApiSettings) -> FastAPI:
     return create_app(settings, backend=EmbeddedBackend(settings, catalog))
 
 
-# One entry per backend: how to build an app on it, and how to count what it recorded.
-BACKEND_FACTORIES: dict[str, BackendFactory] = {"embedded": _embedded}
-RECORD_COUNTERS: dict[str, Callable[[Api], int]] = {
-    "embedded": lambda api: count_export_records(api.settings)
+# One entry per backend: how to build an app on it, and how to count what it recorded. The
+# Kubernetes backend runs on a test cluster of its own (emulator, kubelet, operator: tests/k8s).
+BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    "embedded": _embedded,
+    "kubernetes": kubernetes_app,
 }
-# The Kubernetes backend, on a test cluster of its own (emulator, kubelet, operator: tests/k8s),
-# runs this suite when EXPORTD_TEST_KUBERNETES_API_SUITE=1 is set: its fixture teardown can
-# stall on this machine (an open watch holding the emulator's shutdown), so by default the
-# Kubernetes backend is covered by tests/integration/test_operator_api.py instead.
-if os.environ.get("EXPORTD_TEST_KUBERNETES_API_SUITE") == "1":
-    BACKEND_FACTORIES["kubernetes"] = kubernetes_app
-    RECORD_COUNTERS["kubernetes"] = lambda api: count_export_requests(api.app)
+RECORD_COUNTERS: dict[str, Callable[[Api], int]] = {
+    "embedded": lambda api: count_export_records(api.settings),
+    "kubernetes": lambda api: count_export_requests(api.app),
+}
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 REQUESTS = f"{er.GROUP}/{er.VERSION}/{er.PLURAL}"
 REQUESTS_URL = f"/apis/{er.GROUP}/{er.VERSION}/namespaces/{NAMESPACE}/{er.PLURAL}"
 WAIT_SECONDS = 90.0
+LEFTOVER_WATCH_SECONDS = 3.0
 SERVED_GROUPS = frozenset({"", "batch", "apiextensions.k8s.io", "events.k8s.io"})
 
 T = TypeVar("T")
@@ -259,7 +260,21 @@ async def local_cluster(
             "EXPORTD_KUBE_API_URL": url,
             "EXPORTD_KUBE_TOKEN_PATH": str(workdir / "no-token"),
         }
-        async with aiohttp.ClientSession(base_url=url) as session:
-            await _seed(session, setup)
-            async with Kubelet(url, workdir / "pods", node_env=node_env) as kubelet:
-                yield LocalCluster(api, url, kubelet, setup, session)
+        try:
+            async with aiohttp.ClientSession(base_url=url) as session:
+                await _seed(session, setup)
+                async with Kubelet(url, workdir / "pods", node_env=node_env) as kubelet:
+                    yield LocalCluster(api, url, kubelet, setup, session)
+            await _no_watch_left(api)
+        finally:
+            api.end_watches()
+
+
+async def _no_watch_left(api: ApiServer) -> None:
+    """Every client has stopped by now (API, operator, kubelet), so every watch stream it
+    opened must end soon: one left open is a client that leaks a connection."""
+    try:
+        await api.wait_until(lambda: not api.open_watches(), LEFTOVER_WATCH_SECONDS)
+    except TimeoutError:
+        open_now = api.open_watches()
+        raise AssertionError(f"watches left open by stopped clients: {open_now}") from None

@@ -95,17 +95,39 @@ def _essence(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("metadata", "status")}
 
 
+class Broadcast:
+    """Wakes every waiter at once when anything was written. Lock-free on purpose: a watch
+    handler cancelled (its client left) inside ``wait_for(Condition.wait())`` could stay
+    stuck re-acquiring the condition's lock on Python 3.11, and hold the server's shutdown."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next write, or ``timeout``; the caller re-checks either way."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     bookmark_seconds: float = BOOKMARK_SECONDS_DEFAULT
     _revision: int = attrs.field(default=0, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
-    _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
+    _changed: Broadcast = attrs.field(factory=lambda: Broadcast(), init=False)
     _columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     # Open watch streams by (resource, label selector): tests wait for a client to be watching.
     watching: collections.Counter[tuple[str, str]] = attrs.field(
         factory=collections.Counter, init=False
     )
+    # Who holds each open watch stream (resource, selector, User-Agent): a client that leaves
+    # one open past its own shutdown is named by ``open_watches()``.
+    _watchers: dict[int, str] = attrs.field(factory=dict, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -198,9 +220,8 @@ class ApiServer(kmock.KubernetesEmulator):
             else:
                 self.objects[key] = body
             payload = body
-        async with self._changed:
-            self._log.append((self._revision, key[0], {"type": event, "object": payload}))
-            self._changed.notify_all()
+        self._log.append((self._revision, key[0], {"type": event, "object": payload}))
+        self._changed.notify()
 
     def _visible(self, request: kmock.Request) -> list[dict[str, Any]]:
         labels = request.params.get("labelSelector", "")
@@ -373,15 +394,17 @@ class ApiServer(kmock.KubernetesEmulator):
         bookmarks = request.params.get("allowWatchBookmarks") == "true"
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw_request)
-        async with self._changed:  # subscribe (the cursor) and snapshot in one step
-            initial: list[dict[str, Any]] = []
-            if since in ("", "0"):
-                initial = [{"type": "ADDED", "object": obj} for obj in self._visible(request)]
-                cursor = len(self._log)
-            else:
-                cursor = self._position_after(int(since))
+        # The cursor and the snapshot are taken with no await between them: one step.
+        initial: list[dict[str, Any]] = []
+        if since in ("", "0"):
+            initial = [{"type": "ADDED", "object": obj} for obj in self._visible(request)]
+            cursor = len(self._log)
+        else:
+            cursor = self._position_after(int(since))
         stream = (str(request.resource), request.params.get("labelSelector", ""))
         self.watching[stream] += 1
+        agent = request.headers.get("User-Agent", "?")
+        self._watchers[id(response)] = f"{stream[0]} [{stream[1]}] by {agent}"
         try:
             with contextlib.suppress(ConnectionResetError):
                 await self._write_events(response, initial)
@@ -390,6 +413,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 await response.write_eof()
         finally:
             self.watching[stream] -= 1
+            del self._watchers[id(response)]
         return response
 
     def _position_after(self, revision: int) -> int:
@@ -407,16 +431,14 @@ class ApiServer(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         next_bookmark = loop.time() + self.bookmark_seconds
-        while deadline is None or loop.time() < deadline:
+        while (deadline is None or loop.time() < deadline) and not self._closing:
             if transport is None or transport.is_closing():
                 return  # aiohttp does not cancel a handler whose client went away
-            async with self._changed:
-                if cursor >= len(self._log):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
-                fresh = self._log[cursor:]
-                cursor = len(self._log)
-                revision = self._revision
+            if cursor >= len(self._log):
+                await self._changed.wait(RECHECK_SECONDS)
+            fresh = self._log[cursor:]
+            cursor = len(self._log)
+            revision = self._revision
             events = [event for _, res, event in fresh if self._wanted(request, res, event)]
             if not events and bookmarks and loop.time() >= next_bookmark:
                 events = [self._bookmark(request, revision)]
@@ -478,6 +500,17 @@ class ApiServer(kmock.KubernetesEmulator):
                 subresources=set((version.get("subresources") or {}).keys()),
             )
 
+    # ---- shutting down ---------------------------------------------------------------------
+
+    def open_watches(self) -> list[str]:
+        return sorted(self._watchers.values())
+
+    def end_watches(self) -> None:
+        """End every open watch stream, as an apiserver does when it shuts down; the HTTP
+        server's shutdown would otherwise wait (60 s) for them."""
+        self._closing = True
+        self._changed.notify()
+
     # ---- test conveniences -----------------------------------------------------------------
 
     async def wait_until(self, predicate: Callable[[], T], timeout: float) -> T:
@@ -485,13 +518,11 @@ class ApiServer(kmock.KubernetesEmulator):
         apiserver such as the kubelet's) until it is truthy; TimeoutError after ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._changed:
-            while not (result := predicate()):
-                if loop.time() >= deadline:
-                    raise TimeoutError(f"still false after {timeout} s: {predicate}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
-            return result
+        while not (result := predicate()):
+            if loop.time() >= deadline:
+                raise TimeoutError(f"still false after {timeout} s: {predicate}")
+            await self._changed.wait(RECHECK_SECONDS)
+        return result
 
     def current(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object as a GET would return it now, or None (for assertions)."""

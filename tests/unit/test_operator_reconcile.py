@@ -205,6 +205,50 @@ def test_an_email_export_succeeds_without_a_link() -> None:
     assert status["phase"] == "Succeeded" and "url" not in status
 
 
+def test_an_email_export_carries_the_exporters_delivered_condition() -> None:
+    """The exporter reports the e-mail in its result; the CR shows it as a condition (and the
+    API, reading the CR, shows it on the export), and a settled round rewrites nothing."""
+    sent = {"type": "Delivered", "status": "True", "reason": "Sent", "message": "attached"}
+    body = running("r1", result={**RESULT, "delivered": True, "conditions": [sent]})
+    body["spec"].update(returnType="email", email="a@example.com")
+    jobs = [job_for(body, finished("Complete", succeeded=1))]
+    plan = plan_round([body], jobs, context())
+    status = only_patch(plan, "r1")
+
+    assert status["delivered"] is True
+    assert conditions(status)["Delivered"] == ("True", "Sent")
+    [delivered] = [c for c in status["conditions"] if c["type"] == "Delivered"]
+    assert delivered["lastTransitionTime"] == er.rfc3339(NOW)
+    requests, jobs = settle(plan, [body], jobs)
+    assert plan_round(requests, jobs, context()).patch == []
+    shown = er.export_status_from_body(requests[0])
+    assert [(c.type, c.status, c.reason) for c in shown.conditions] == [
+        ("Delivered", "True", "Sent")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("return_type", "reason", "expected"),
+    [
+        ("email", "SmtpStartTlsUnavailable", {"Delivered": ("False", "SmtpStartTlsUnavailable")}),
+        ("email", "QueryError", {}),  # failed before any sending
+        ("url", "SmtpStartTlsUnavailable", {}),  # not an e-mail export
+    ],
+)
+def test_an_email_export_failed_by_sending_is_delivered_false(
+    return_type: str, reason: str, expected: dict[str, tuple[str, str]]
+) -> None:
+    body = running("r1", lastError={"reason": reason, "message": "the server said no"})
+    body["spec"]["returnType"] = return_type
+    if return_type == "email":
+        body["spec"]["email"] = "a@example.com"
+    job = job_for(body, finished("Failed", "PodFailurePolicy", failed=1))
+    status = only_patch(plan_round([body], [job], context()), "r1")
+    assert status["phase"] == "Failed"
+    shown = {k: v for k, v in conditions(status).items() if k == "Delivered"}
+    assert shown == expected
+
+
 def test_a_complete_job_without_a_result_is_a_failure() -> None:
     body = running("r1")
     plan = plan_round([body], [job_for(body, finished("Complete", succeeded=1))], context())

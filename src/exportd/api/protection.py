@@ -38,7 +38,7 @@ from exportd.api.ratelimit import RateLimiter
 from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, next_credit_at
 from exportd.errors import ExportdError, InvalidInput
 from exportd.settings import ApiSettings
-from exportd.spec import ExportRequestBody, ExportSpec, new_export_id, utc_now
+from exportd.spec import ExportRequestBody, ExportSpec, Phase, new_export_id, utc_now
 from exportd.store.admission import (
     Admission,
     QueueFull,
@@ -68,7 +68,7 @@ class Protection:
     ) -> Protection:
         store = backend.record_store
         owns_store = store is None
-        return cls(
+        protection = cls(
             settings=settings,
             store=store or store_from_settings(settings, clock=clock),
             owns_store=owns_store,
@@ -76,10 +76,18 @@ class Protection:
             clock=clock or utc_now,
             limiter=RateLimiter(settings) if settings.rate_limits_enabled else None,
         )
+        backend.settle_with(protection.settle)
+        return protection
 
     async def start(self) -> None:
         if self.owns_store:  # otherwise the backend opened it
             await self.store.open()
+
+    async def settle(self, export_id: str, requester: str, phase: Phase) -> None:
+        """An export ended outside the store (Kubernetes mode): give its credit back when the
+        policy says so. Once per export however often it is called (the ledger's key)."""
+        if self.credits.refunds(phase) and await self.store.refund(export_id):
+            log.info("export %s of %s %s: credit refunded", export_id, requester, phase.value)
 
     async def stop(self) -> None:
         if self.owns_store:
@@ -110,7 +118,9 @@ class Protection:
         owner, now = principal.sub, self.clock()
         export_id = export_id_for_key(owner, key) if key else new_export_id()
         spec = ExportSpec.from_request(body, requested_by=owner, export_id=export_id)
-        admitted = await self.store.admit(self._admission(spec, key, route, body, now))
+        in_flight = await context.backend.in_flight(owner)
+        admission = self._admission(spec, key, route, body, now, in_flight)
+        admitted = await self.store.admit(admission)
         if admitted.replay is not None:
             return replayed(admitted.replay)
         try:
@@ -124,7 +134,13 @@ class Protection:
         return response
 
     def _admission(
-        self, spec: ExportSpec, key: str | None, route: str, body: ExportRequestBody, now: datetime
+        self,
+        spec: ExportSpec,
+        key: str | None,
+        route: str,
+        body: ExportRequestBody,
+        now: datetime,
+        in_flight: tuple[int, int] | None,
     ) -> Admission:
         keeps_records = not self.owns_store
         return Admission(
@@ -133,7 +149,8 @@ class Protection:
             now=now,
             record=ExportRecord.new(spec) if keeps_records else None,
             credits=self.credits,
-            queue=self._queue_limits() if keeps_records else None,
+            queue=self._queue_limits(),
+            in_flight=in_flight,
             key=key,
             request_hash=request_hash("POST", route, canonical_body(body)) if key else None,
             key_expires_at=now + timedelta(seconds=self.settings.idempotency_ttl_seconds),

@@ -40,6 +40,7 @@ from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import Storage, storage_from_settings
 
 log = logging.getLogger(__name__)
+TEND_TIMEOUT_SECONDS = 60.0
 RETRY_DELAY_SECONDS = 60.0
 
 
@@ -109,6 +110,9 @@ def register_housekeeping(
         when=_finished,
         backoff=RETRY_DELAY_SECONDS,
         retries=3,
+        # One request's cleanup is a few API calls and a delete in storage; past this it is
+        # stuck, and a stuck handler would also hold up the operator's shutdown.
+        timeout=TEND_TIMEOUT_SECONDS,
     )
     async def tend_request(body: kopf.Body, **_: Any) -> None:
         if runtime.api is None or runtime.client is None:

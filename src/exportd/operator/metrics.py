@@ -113,7 +113,8 @@ def register_metrics(registry: kopf.OperatorRegistry, runtime: Any) -> PhaseTrac
         lambda: tracker.count(Phase.RUNNING),
     )
 
-    @kopf.on.startup(registry=registry, id="exportd-metrics")
+    # Serving metrics cannot fail the operator (a busy port is logged): no retries needed.
+    @kopf.on.startup(registry=registry, id="exportd-metrics", retries=1, timeout=10)
     async def start_metrics(**_: Any) -> None:
         if runtime.controller is not None:
             instrument(runtime.controller)

@@ -30,10 +30,20 @@ from pydantic import ValidationError
 
 from exportd import exportrequest as er
 from exportd.catalog import Catalog
+from exportd.delivery import failure_conditions
 from exportd.errors import ExportdError
 from exportd.operator.admission import Candidate, Limits, RequestKey, admit
 from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
-from exportd.spec import TERMINAL_PHASES, ExportResult, ExportSpec, Phase, ReturnType
+from exportd.spec import (
+    DELIVERED,
+    TERMINAL_PHASES,
+    Condition,
+    ExportErrorInfo,
+    ExportResult,
+    ExportSpec,
+    Phase,
+    ReturnType,
+)
 
 Linker = Callable[[str, str], tuple[str, int]]  # (object key, download name) -> (url, expiry)
 Changes = dict[str, Any]  # camelCase status fields; None removes a field
@@ -361,38 +371,66 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
         return None
     desired = {key: current.get(key) for key in OPERATOR_FIELDS} | changes
     desired["observedGeneration"] = view.generation
-    desired["conditions"] = _conditions(desired, view.status.conditions, view.generation, now)
+    wanted = [*_lifecycle_conditions(desired), *_delivery_conditions(view, desired)]
+    desired["conditions"] = _conditions(wanted, view.status.conditions, view.generation, now)
     patch = {key: value for key, value in desired.items() if current.get(key) != value}
     if not patch:
         return None
     return StatusPatch(view.ref.namespace, view.ref.name, patch)
 
 
-def _conditions(
-    desired: Mapping[str, Any], previous: Sequence[er.Condition], generation: int, now: datetime
-) -> list[dict[str, Any]]:
+def _lifecycle_conditions(desired: Mapping[str, Any]) -> list[Condition]:
     phase = Phase(desired.get("phase") or Phase.PENDING.value)
     admitted = bool(desired.get("jobName"))
     finished = phase in TERMINAL_PHASES
-    wanted = [
-        (er.CONDITION_ADMITTED, admitted, "JobCreated" if admitted else phase.value, ""),
-        (er.CONDITION_FINISHED, finished, phase.value, desired.get("message") or ""),
+    return [
+        Condition(
+            type=er.CONDITION_ADMITTED,
+            status="True" if admitted else "False",
+            reason="JobCreated" if admitted else phase.value,
+        ),
+        Condition(
+            type=er.CONDITION_FINISHED,
+            status="True" if finished else "False",
+            reason=phase.value,
+            message=desired.get("message") or "",
+        ),
     ]
+
+
+def _delivery_conditions(view: RequestView, desired: Mapping[str, Any]) -> list[Condition]:
+    """An e-mail export's ``Delivered`` condition: the exporter's own when it succeeded (sent,
+    or sent by an earlier run), False with the mail server's reason when sending failed it."""
+    phase = desired.get("phase")
+    result = view.status.result
+    if phase == Phase.SUCCEEDED.value and result is not None:
+        return [c for c in result.conditions if c.type == DELIVERED]
+    if phase == Phase.FAILED.value and desired.get("reason"):
+        error = ExportErrorInfo(reason=desired["reason"], message=desired.get("message") or "")
+        try:
+            spec = er.export_spec_from_body(view.body)
+        except ValidationError:
+            return []  # an invalid order was never sent
+        return failure_conditions(spec, error)
+    return []
+
+
+def _conditions(
+    wanted: Sequence[Condition],
+    previous: Sequence[er.Condition],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """``wanted`` as stored conditions: a transition time that moves only when the status
+    does, and the generation they describe."""
     before = {condition.type: condition for condition in previous}
     conditions = []
-    for kind, holds, reason, message in wanted:
-        status = "True" if holds else "False"
-        old = before.get(kind)
-        changed = old is None or old.status != status
+    for condition in wanted:
+        old = before.get(condition.type)
+        changed = old is None or old.status != condition.status
         stamp = er.rfc3339(now) if changed or old is None else old.last_transition_time
         conditions.append(
-            {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": stamp,
-                "observedGeneration": generation,
-            }
+            condition.model_dump(mode="json", by_alias=True)
+            | {"lastTransitionTime": stamp, "observedGeneration": generation}
         )
     return conditions

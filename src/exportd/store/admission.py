@@ -80,6 +80,9 @@ class Admission:
     record: ExportRecord | None = None
     credits: CreditPolicy | None = None
     queue: QueueLimits | None = None
+    # Unfinished exports (the owner's, everyone's) when the store does not hold the records
+    # (Kubernetes mode: the requests are counted from the cluster); otherwise counted in ``tx``.
+    in_flight: tuple[int, int] | None = None
     key: str | None = None
     request_hash: str | None = None
     key_expires_at: datetime | None = None
@@ -127,7 +130,7 @@ def admit(tx: AdmissionTx, admission: Admission) -> Admitted:
         if replay is not None:
             return replay
     if admission.queue is not None:
-        _check_queue(tx, admission.owner, admission.queue)
+        _check_queue(admission.in_flight or tx.in_flight(admission.owner), admission.queue)
     balance = None
     if admission.credits is not None and admission.credits.enabled:
         balance = _charge(tx, admission)
@@ -168,8 +171,8 @@ def _claim(tx: AdmissionTx, admission: Admission) -> Admitted | None:
     return Admitted(existing.export_id, replay=existing.response)
 
 
-def _check_queue(tx: AdmissionTx, owner: str, limits: QueueLimits) -> None:
-    mine, everyone = tx.in_flight(owner)
+def _check_queue(in_flight: tuple[int, int], limits: QueueLimits) -> None:
+    mine, everyone = in_flight
     if mine >= limits.per_user:
         raise QueueFull(f"you have {mine} exports in flight, the most allowed; try again later")
     if everyone >= limits.total:

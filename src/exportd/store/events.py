@@ -21,6 +21,12 @@ class RecordEvents:
         for event in self._waiters.get(export_id, ()):
             event.set()
 
+    def publish_all(self) -> None:
+        """Wake every waiter (e.g. after a reconnect, when changes may have been missed)."""
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
     @contextmanager
     def subscribe(self, export_id: str) -> Iterator[asyncio.Event]:
         event = asyncio.Event()

@@ -15,22 +15,33 @@ against each through one fixture:
   the API then inserts a new export's record in the same transaction as its credit debit and
   idempotency key, and ``submit`` finds the record there and starts it.
 - ``wait_until_terminal`` sleeps on change notifications (never a polling loop) and returns the
-  status when the export is terminal or the timeout passed, whichever comes first.
-- ``wait_for_change`` is the same sleep for any change of status (the SSE stream).
+  status when the export is terminal or the timeout passed, whichever comes first;
+  ``wait_for_change`` is the same sleep for any change of status (the SSE stream). Both are
+  written once, here: a backend publishes to ``events`` whenever it sees an export change.
+- ``in_flight``: a backend whose records are not in the state store counts its unfinished
+  exports itself, for the queue limits (otherwise the admission transaction counts them).
+- ``settle_with``: a backend whose records are not in the state store reports each export
+  that ended, so the API can give its credit back (otherwise the store does it as it records
+  the end).
 - ``cancel`` returns once the export is recorded Cancelled (or raises
   :class:`~exportd.errors.Conflict` when it already finished otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from exportd.spec import ExportSpec, ExportStatus
+from exportd.spec import ExportSpec, ExportStatus, Phase
 from exportd.store.base import StateStore
+from exportd.store.events import RecordEvents
 
 LIST_LIMIT_DEFAULT = 20
+Settle = Callable[[str, str, Phase], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -84,13 +95,46 @@ class ExportBackend(ABC):
     @abstractmethod
     async def cancel(self, export_id: str, owner: str | None) -> ExportView: ...
 
-    @abstractmethod
-    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus: ...
+    async def in_flight(self, owner: str) -> tuple[int, int] | None:
+        """How many exports are unfinished: ``(owner's, everyone's)``; ``None`` when the
+        state store holds the records (the admission transaction counts them there)."""
+        return None
+
+    def settle_with(self, settle: Settle) -> None:
+        """Have ``settle(export_id, requester, phase)`` called once for each export that
+        ends. Not needed when the state store holds the records: it settles as it records."""
+        return None
+
+    # ---- waiting: sleeps on ``events`` (published by whoever sees a change), re-reads --------
+
+    events: RecordEvents
+
+    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus:
+        view = await self._wait(export_id, None, timeout, lambda v: v.status.phase.is_terminal)
+        return view.status
 
     async def wait_for_change(
         self, export_id: str, owner: str, seen: ExportStatus, timeout: float
     ) -> ExportView:
         """The owner's export once its status differs from ``seen``, or as it is when
-        ``timeout`` passed; sleeps on change notifications like ``wait_until_terminal``.
-        Feeds the export's event stream; a backend without it cannot serve that stream."""
-        raise NotImplementedError(f"{type(self).__name__} cannot wait for changes")
+        ``timeout`` passed (the event stream)."""
+        return await self._wait(export_id, owner, timeout, lambda v: v.status != seen)
+
+    async def _wait(
+        self,
+        export_id: str,
+        owner: str | None,
+        timeout: float,
+        done: Callable[[ExportView], bool],
+    ) -> ExportView:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.events.subscribe(export_id) as changed:
+            while True:
+                changed.clear()  # before reading: a change after the read wakes us
+                view = await self.get(export_id, owner)
+                remaining = deadline - loop.time()
+                if done(view) or remaining <= 0:
+                    return view
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)

@@ -7,7 +7,6 @@ DuckDB sample database created on first start so the seed request works out of t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from exportd.api.backends.base import (
@@ -121,35 +120,3 @@ class EmbeddedBackend(ExportBackend):
                 reason="AlreadyFinished",
             )
         return _view(record)
-
-    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        with self.events.subscribe(export_id) as changed:
-            while True:
-                changed.clear()
-                record = await self.store.get(export_id)
-                if record is None:
-                    raise NotFound(f"no export {export_id!r}", reason="ExportNotFound")
-                remaining = deadline - loop.time()
-                if record.phase.is_terminal or remaining <= 0:
-                    return record.status
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    continue
-
-    async def wait_for_change(
-        self, export_id: str, owner: str, seen: ExportStatus, timeout: float
-    ) -> ExportView:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        with self.events.subscribe(export_id) as changed:
-            while True:
-                changed.clear()
-                view = await self.get(export_id, owner)
-                remaining = deadline - loop.time()
-                if view.status != seen or remaining <= 0:
-                    return view
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)

@@ -3,8 +3,9 @@
 The API never talks to the operator: it creates the CR (named by the export id, so a repeated
 order with the same id finds the first one), reads its status for ``get``, lists the caller's
 CRs by the requester label, cancels by setting ``spec.cancel``, and waits for a terminal phase
-by watching the one CR (a watch, not a loop of sleeps). The CR layout lives in
-:mod:`exportd.exportrequest`.
+on the one watch of :mod:`exportd.api.backends.kube_watch` (no loop of sleeps, no connection per
+waiter), which also counts the unfinished requests for the queue limits and reports the ended
+ones so their credit can be settled. The CR layout lives in :mod:`exportd.exportrequest`.
 
 The service account needs ``create``, ``get``, ``list``, ``watch`` and ``patch`` on
 ``exportrequests`` in ``EXPORTD_KUBERNETES_NAMESPACE``.
@@ -12,7 +13,6 @@ The service account needs ``create``, ``get``, ``list``, ``watch`` and ``patch``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -32,7 +32,9 @@ from exportd.api.backends.base import (
     ExportBackend,
     ExportView,
     ExportViewPage,
+    Settle,
 )
+from exportd.api.backends.kube_watch import ExportRequestWatch
 from exportd.catalog import Catalog
 from exportd.errors import (
     Conflict,
@@ -44,12 +46,13 @@ from exportd.errors import (
 )
 from exportd.settings import ApiSettings
 from exportd.spec import ExportSpec, ExportStatus, Phase
+from exportd.store.events import RecordEvents
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CREATED_BY = "exportd-api"
-WATCH_CHUNK_SECONDS = 300
 CANCEL_WAIT_MIN_SECONDS = 30.0
+SYNC_WAIT_SECONDS = 10.0  # for the first list of requests, before counting the queue
 
 
 def _translate(exc: BaseException, what: str) -> ExportdError:
@@ -127,7 +130,12 @@ class KubernetesBackend(ExportBackend):
         self.catalog = catalog
         self.namespace = settings.kubernetes_namespace
         self.configuration = configuration
+        self.events = RecordEvents()
         self._client: ApiClient | None = None
+        self._settle: Settle | None = None
+        self._watch = ExportRequestWatch(
+            lambda: self.objects, self.namespace, self.events, on_finished=self._finished
+        )
 
     @property
     def objects(self) -> CustomObjectsApi:
@@ -138,8 +146,10 @@ class KubernetesBackend(ExportBackend):
     async def start(self) -> None:
         configuration = self.configuration or await load_configuration()
         self._client = ApiClient(configuration)
+        self._watch.start()
 
     async def stop(self) -> None:
+        await self._watch.stop()
         if self._client is not None:
             await self._client.close()  # type: ignore[no-untyped-call]
             self._client = None
@@ -150,6 +160,18 @@ class KubernetesBackend(ExportBackend):
         except ExportdError:
             return False
         return True
+
+    def settle_with(self, settle: Settle) -> None:
+        self._settle = settle
+
+    async def _finished(self, export_id: str, requester: str, phase: Phase) -> None:
+        if self._settle is not None:
+            await self._settle(export_id, requester, phase)
+
+    async def in_flight(self, owner: str) -> tuple[int, int]:
+        await self._watch.wait_synced(SYNC_WAIT_SECONDS)
+        counts = self._watch.in_flight
+        return counts.count(owner), counts.count()
 
     # ---- calls -----------------------------------------------------------------------------
 
@@ -202,6 +224,7 @@ class KubernetesBackend(ExportBackend):
                     f"export {spec.id} exists with a different order", reason="IdInUse"
                 ) from None
             return er.export_status_from_body(existing)
+        self._watch.submitted(spec.id, spec.requested_by)
         return er.export_status_from_body(cast(dict[str, Any], created))
 
     async def get(self, export_id: str, owner: str | None) -> ExportView:
@@ -250,50 +273,3 @@ class KubernetesBackend(ExportBackend):
                 reason="AlreadyFinished",
             )
         return view
-
-    async def wait_until_terminal(self, export_id: str, timeout: float) -> ExportStatus:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            body = await self._read(export_id)
-            status = er.export_status_from_body(body)
-            remaining = deadline - loop.time()
-            if status.phase.is_terminal or remaining <= 0:
-                return status
-            version = er.metadata(body).get("resourceVersion", "")
-            try:
-                status = await asyncio.wait_for(self._watch(export_id, version), remaining)
-            except TimeoutError:
-                continue  # read once more, then return whatever it is
-            if status.phase.is_terminal:
-                return status
-
-    async def _watch(self, name: str, since: str) -> ExportStatus:
-        """Follow one CR's changes after ``since`` until it is terminal or the stream ends;
-        the last status seen (Pending if none)."""
-        status = ExportStatus()
-        response = await _call(
-            f"watch export {name}",
-            lambda: self.objects.list_namespaced_custom_object_without_preload_content(
-                er.GROUP,
-                er.VERSION,
-                self.namespace,
-                er.PLURAL,
-                watch=True,
-                field_selector=f"metadata.name={name}",
-                resource_version=since,
-                timeout_seconds=WATCH_CHUNK_SECONDS,
-            ),
-        )
-        try:
-            async for line in response.content:
-                event = json.loads(line)
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    status = er.export_status_from_body(event["object"])
-                    if status.phase.is_terminal:
-                        break
-                elif event.get("type") == "ERROR":
-                    break  # e.g. 410 Gone: the caller reads the CR again
-        finally:
-            response.release()
-        return status
