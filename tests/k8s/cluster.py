@@ -13,7 +13,7 @@ import json
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +103,7 @@ class ExportSetup:
     sample_db: Path
     signing_key: str = SIGNING_KEY
     public_url: str = PUBLIC_URL
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # e.g. EXPORTD_SMTP
 
     def exporter_env(self) -> dict[str, str]:
         sources = {
@@ -115,6 +116,7 @@ class ExportSetup:
             "EXPORTD_SOURCES": json.dumps(sources),
             "EXPORTD_PUBLIC_URL": self.public_url,
             "EXPORTD_PROGRESS_INTERVAL_SECONDS": "0.1",
+            **self.extra_env,
         }
 
 
