@@ -195,6 +195,42 @@ async def test_a_released_key_can_be_used_again(store: StateStore, make_export_s
     assert (await store.admit(charged(spec, **key))).replay is None
 
 
+async def test_an_expired_key_still_stored_is_claimed_afresh(
+    store: StateStore, make_export_spec: Any
+) -> None:
+    """A key past its expiry but not purged yet names a new request: no 422, no replay."""
+    expiry = NOON + timedelta(hours=1)
+    first = {"key": "k-3", "request_hash": "h1", "key_expires_at": expiry}
+    await store.admit(charged(spec_of("alice", 0, make_export_spec), **first))
+    later = NOON + timedelta(hours=2)
+    second = {"key": "k-3", "request_hash": "h2", "key_expires_at": later + timedelta(hours=1)}
+    admitted = await store.admit(charged(spec_of("alice", 1, make_export_spec), later, **second))
+    assert admitted.replay is None and admitted.export_id == "exp-alice-1"
+    with pytest.raises(Conflict):  # the fresh claim is pending again
+        await store.admit(charged(spec_of("alice", 1, make_export_spec), later, **second))
+
+
+async def test_a_batch_update_refunds_a_failure_and_no_owner_lists_everyone(
+    store: StateStore, make_export_spec: Any
+) -> None:
+    """update_many lands every update in one go, giving back the credit of the one that
+    Failed; a listing for no owner holds every user's records."""
+    alice, bob = spec_of("alice", 0, make_export_spec), spec_of("bob", 0, make_export_spec)
+    for spec in (alice, bob):
+        await store.admit(charged(spec))
+    running = ExportStatus(phase=Phase.RUNNING, attempts=1)
+    failed = ExportStatus(phase=Phase.FAILED)
+    updated = await store.update_many([(alice.id, running, 7), (bob.id, failed, None)])
+    assert [(r.phase, r.pid, r.version) for r in updated if r is not None] == [
+        (Phase.RUNNING, 7, 2),
+        (Phase.FAILED, None, 2),
+    ]
+    assert (await store.credit_account("alice", POLICY, NOON)).balance == 4
+    assert (await store.credit_account("bob", POLICY, NOON)).balance == 5
+    everyone = await store.list_for_owner(None)
+    assert [r.id for r in everyone.items] == [bob.id, alice.id]
+
+
 async def test_twenty_concurrent_admissions_with_one_credit_admit_exactly_one(
     store: StateStore, make_export_spec: Any
 ) -> None:

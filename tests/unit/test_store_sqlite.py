@@ -13,6 +13,7 @@ from exportd.errors import Conflict, InvalidInput
 from exportd.spec import ExportSpec, ExportStatus, Phase, new_export_id, utc_now
 from exportd.store.base import ExportRecord
 from exportd.store.migrations import MIGRATIONS
+from exportd.store.pg_migrations import PG_MIGRATIONS
 from exportd.store.sqlite import SqliteStateStore
 
 pytestmark = pytest.mark.anyio
@@ -74,6 +75,11 @@ async def test_schema_is_versioned_and_reopening_applies_nothing_twice(tmp_path:
         )
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT COUNT(*) FROM exports").fetchone()[0] == 2
+
+
+def test_both_databases_number_and_name_their_migrations_alike() -> None:
+    assert [(m.version, m.name) for m in MIGRATIONS] == [(m.version, m.name) for m in PG_MIGRATIONS]
+    assert all("{" not in s for m in MIGRATIONS + PG_MIGRATIONS for s in m.statements)
 
 
 async def test_owner_listing_is_newest_first_paginated_and_private(

@@ -1,8 +1,10 @@
-"""The SQLite schema as plain, numbered SQL migrations.
+"""The schema of both SQL stores as plain, numbered SQL migrations.
 
-A migration is applied once, in its own transaction, and recorded in ``schema_migrations``.
-Never edit an applied migration: add the next number. A PostgreSQL store keeps its own list with
-the same numbers and meaning.
+A migration is applied once and recorded in ``schema_migrations``. Never edit an applied migration:
+add the next number. SQLite and PostgreSQL keep the same tables and differ only in a few column
+types, so the migrations are written once here over :class:`ColumnTypes`; :data:`MIGRATIONS` are
+SQLite's, :mod:`exportd.store.pg_migrations` holds PostgreSQL's. A later migration that only one
+database needs can still be appended to that database's list alone.
 """
 
 from __future__ import annotations
@@ -17,20 +19,32 @@ class Migration:
     statements: tuple[str, ...]
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
+@dataclass(frozen=True)
+class ColumnTypes:
+    """The column types the two databases spell differently."""
+
+    json: str
+    time: str
+    identity: str  # an auto-numbered primary key
+
+
+SQLITE_TYPES = ColumnTypes(json="TEXT", time="TEXT", identity="INTEGER PRIMARY KEY AUTOINCREMENT")
+
+
+def exports_migration(types: ColumnTypes) -> Migration:
+    return Migration(
         1,
         "exports",
         (
-            """
+            f"""
             CREATE TABLE exports (
                 id         TEXT PRIMARY KEY,
                 owner      TEXT NOT NULL,
                 phase      TEXT NOT NULL,
-                spec       TEXT NOT NULL,
-                status     TEXT NOT NULL,
-                created_at TEXT NOT NULL,
-                updated_at TEXT NOT NULL,
+                spec       {types.json} NOT NULL,
+                status     {types.json} NOT NULL,
+                created_at {types.time} NOT NULL,
+                updated_at {types.time} NOT NULL,
                 version    INTEGER NOT NULL DEFAULT 1,
                 pid        INTEGER
             )
@@ -38,31 +52,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX exports_by_owner ON exports (owner, created_at DESC, id DESC)",
             "CREATE INDEX exports_by_phase ON exports (phase, created_at, id)",
         ),
-    ),
-    Migration(
+    )
+
+
+def credits_migration(types: ColumnTypes) -> Migration:
+    return Migration(
         2,
         "credits and idempotency keys",
         (
-            """
+            f"""
             CREATE TABLE credit_accounts (
                 owner      TEXT PRIMARY KEY,
                 balance    INTEGER NOT NULL,
-                accrued_at TEXT NOT NULL,
-                updated_at TEXT NOT NULL
+                accrued_at {types.time} NOT NULL,
+                updated_at {types.time} NOT NULL
             )
             """,
-            """
+            f"""
             CREATE TABLE credit_ledger (
                 export_id TEXT NOT NULL,
                 kind      TEXT NOT NULL CHECK (kind IN ('debit', 'refund')),
                 owner     TEXT NOT NULL,
                 amount    INTEGER NOT NULL,
-                at        TEXT NOT NULL,
+                at        {types.time} NOT NULL,
                 PRIMARY KEY (export_id, kind)
             )
             """,
             "CREATE INDEX credit_ledger_by_owner ON credit_ledger (owner, at)",
-            """
+            f"""
             CREATE TABLE idempotency_keys (
                 owner            TEXT NOT NULL,
                 key              TEXT NOT NULL,
@@ -71,40 +88,53 @@ MIGRATIONS: tuple[Migration, ...] = (
                 state            TEXT NOT NULL CHECK (state IN ('pending', 'done')),
                 response_status  INTEGER,
                 response_body    TEXT,
-                response_headers TEXT,
-                created_at       TEXT NOT NULL,
-                expires_at       TEXT NOT NULL,
+                response_headers {types.json},
+                created_at       {types.time} NOT NULL,
+                expires_at       {types.time} NOT NULL,
                 PRIMARY KEY (owner, key)
             )
             """,
             "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
         ),
-    ),
-    Migration(
+    )
+
+
+def link_events_migration(types: ColumnTypes) -> Migration:
+    return Migration(
         3,
         "link events: download audit log and revocations (exportd.links)",
         (
-            """
+            f"""
             CREATE TABLE link_events (
-                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                id         {types.identity},
                 export_id  TEXT NOT NULL,
                 kind       TEXT NOT NULL CHECK (kind IN ('download', 'revoke')),
                 actor      TEXT NOT NULL,
                 via        TEXT NOT NULL CHECK (via IN ('bearer', 'link')),
                 client_ip  TEXT,
                 user_agent TEXT,
-                at         TEXT NOT NULL
+                at         {types.time} NOT NULL
             )
             """,
             "CREATE INDEX link_events_by_export ON link_events (export_id, kind, at)",
         ),
-    ),
-)
+    )
 
-CREATE_MIGRATIONS_TABLE = """
+
+def schema(types: ColumnTypes) -> tuple[Migration, ...]:
+    """Every migration, in order, spelled for one database."""
+    return (exports_migration(types), credits_migration(types), link_events_migration(types))
+
+
+def create_migrations_table(types: ColumnTypes) -> str:
+    return f"""
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
-    applied_at TEXT NOT NULL
+    applied_at {types.time} NOT NULL
 )
 """
+
+
+MIGRATIONS: tuple[Migration, ...] = schema(SQLITE_TYPES)
+CREATE_MIGRATIONS_TABLE = create_migrations_table(SQLITE_TYPES)

@@ -1,180 +1,76 @@
-"""PostgreSQL rows <-> store objects, and the admission statements of the PostgreSQL store.
+"""The PostgreSQL dialect of the shared statements (:mod:`exportd.store.sql_statements`).
 
-Unlike SQLite, PostgreSQL runs transactions side by side, so the admission statements lock what
-they decide on: the idempotency key row and the credit account row (``FOR UPDATE``, after an
-``INSERT ... ON CONFLICT DO NOTHING`` that makes sure the row exists). Concurrent debits of one
-account therefore queue on its row and each sees the balance the previous one left.
+Unlike SQLite, PostgreSQL runs transactions side by side, so the statements lock what they decide
+on: the idempotency key row and the credit account row (``FOR UPDATE``), and, around an admission
+with queue limits, a transaction-scoped advisory lock (a count over many rows cannot be held by
+row locks). Moments are ``TIMESTAMPTZ`` and models ``JSONB``, which psycopg converts both ways.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from exportd.credits import CreditAccount
-from exportd.spec import ExportSpec, ExportStatus
-from exportd.store.admission import IdempotencyEntry, LedgerKind, StoredResponse
-from exportd.store.base import ExportRecord
+from exportd.spec import CamelModel
+from exportd.store.base import ExportRecord, PageCursor
+from exportd.store.pg_migrations import ADMISSION_LOCK_KEY
+from exportd.store.sql_statements import StoreTx
+from exportd.store.sql_tx import COLUMNS, Cursor, Fragment, Model
 
 Row = dict[str, Any]
-COLUMNS = "id, owner, phase, spec, status, created_at, updated_at, version, pid"
-IN_FLIGHT = ("Pending", "Queued", "Running")
-_KEY_COLUMNS = (
-    "owner, key, request_hash, export_id, state, response_status, response_body, "
-    "response_headers, created_at, expires_at"
-)
 
 
-def record_of(row: Row) -> ExportRecord:
-    return ExportRecord(
-        spec=ExportSpec.model_validate(row["spec"]),
-        status=ExportStatus.model_validate(row["status"]),
-        owner=row["owner"],
-        created_at=row["created_at"].astimezone(UTC),
-        updated_at=row["updated_at"].astimezone(UTC),
-        version=row["version"],
-        pid=row["pid"],
-    )
-
-
-def record_values(record: ExportRecord) -> tuple[object, ...]:
-    return (
-        record.id,
-        record.owner,
-        record.phase.value,
-        Jsonb(record.spec.to_json_dict()),
-        Jsonb(record.status.to_json_dict()),
-        record.created_at,
-        record.updated_at,
-        record.version,
-        record.pid,
-    )
-
-
-def entry_of(row: Row) -> IdempotencyEntry:
-    response = None
-    if row["response_status"] is not None:
-        response = StoredResponse(
-            status=row["response_status"],
-            body=row["response_body"],
-            headers=dict(row["response_headers"] or {}),
-        )
-    return IdempotencyEntry(
-        owner=row["owner"],
-        key=row["key"],
-        request_hash=row["request_hash"],
-        export_id=row["export_id"],
-        state=row["state"],
-        created_at=row["created_at"].astimezone(UTC),
-        expires_at=row["expires_at"].astimezone(UTC),
-        response=response,
-    )
-
-
-def select_account(
-    conn: psycopg.Connection[Row], owner: str, *, lock: bool
-) -> CreditAccount | None:
-    sql = "SELECT owner, balance, accrued_at FROM credit_accounts WHERE owner = %s"
-    row = conn.execute(sql + (" FOR UPDATE" if lock else ""), (owner,)).fetchone()
-    if row is None:
-        return None
-    return CreditAccount(row["owner"], row["balance"], row["accrued_at"].astimezone(UTC))
-
-
-class PostgresAdmissionTx:
-    """:class:`~exportd.store.admission.AdmissionTx` on a connection inside a transaction."""
+class PostgresTx(StoreTx):
+    row_lock = " FOR UPDATE"
+    text_mark = "?::text"
+    owned_count = "count(*) FILTER (WHERE owner = ?) AS mine"
 
     def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self.conn = conn
 
-    def claim_key(self, entry: IdempotencyEntry) -> IdempotencyEntry | None:
-        inserted = self.conn.execute(
-            "INSERT INTO idempotency_keys (owner, key, request_hash, export_id, state, "
-            "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (owner, key) DO NOTHING RETURNING owner",
-            (
-                entry.owner,
-                entry.key,
-                entry.request_hash,
-                entry.export_id,
-                entry.state,
-                entry.created_at,
-                entry.expires_at,
-            ),
-        ).fetchone()
-        if inserted is not None:
-            return None
-        row = self.conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM idempotency_keys WHERE owner = %s AND key = %s FOR UPDATE",
-            (entry.owner, entry.key),
-        ).fetchone()
-        assert row is not None  # it conflicted, and keys are deleted only when expired
-        return entry_of(row)
+    def run(self, sql: str, params: Sequence[object] | None = None) -> Cursor:
+        # psycopg's marks are %s; shared SQL holds no other ? (see exportd.store.sql_tx).
+        return self.conn.execute(sql.replace("?", "%s"), params)
 
-    def replace_key(self, entry: IdempotencyEntry) -> None:
-        self.conn.execute(
-            "UPDATE idempotency_keys SET request_hash = %s, export_id = %s, state = %s, "
-            "response_status = NULL, response_body = NULL, response_headers = NULL, "
-            "created_at = %s, expires_at = %s WHERE owner = %s AND key = %s",
-            (
-                entry.request_hash,
-                entry.export_id,
-                entry.state,
-                entry.created_at,
-                entry.expires_at,
-                entry.owner,
-                entry.key,
-            ),
-        )
+    def stamp(self, moment: datetime) -> datetime:
+        return moment
 
-    def lock_account(self, opening: CreditAccount) -> CreditAccount:
-        self.conn.execute(
-            "INSERT INTO credit_accounts (owner, balance, accrued_at, updated_at) "
-            "VALUES (%s, %s, %s, now()) ON CONFLICT (owner) DO NOTHING",
-            (opening.owner, opening.balance, opening.accrued_at),
-        )
-        account = select_account(self.conn, opening.owner, lock=True)
-        assert account is not None
-        return account
+    def unstamp(self, value: Any) -> datetime:
+        moment: datetime = value
+        return moment.astimezone(UTC)
 
-    def save_account(self, account: CreditAccount) -> None:
-        self.conn.execute(
-            "UPDATE credit_accounts SET balance = %s, accrued_at = %s, updated_at = now() "
-            "WHERE owner = %s",
-            (account.balance, account.accrued_at, account.owner),
-        )
+    def event_time(self, value: Any) -> datetime:
+        moment: datetime = value  # in the session's time zone, as link events always were
+        return moment
 
-    def add_ledger(
-        self, export_id: str, kind: LedgerKind, owner: str, amount: int, at: datetime
-    ) -> bool:
-        cursor = self.conn.execute(
-            "INSERT INTO credit_ledger (export_id, kind, owner, amount, at) VALUES "
-            "(%s, %s, %s, %s, %s) ON CONFLICT (export_id, kind) DO NOTHING",
-            (export_id, kind, owner, amount, at),
-        )
-        return cursor.rowcount == 1
+    def model_value(self, model: CamelModel) -> Jsonb:
+        return Jsonb(model.to_json_dict())
 
-    def ledger_debit(self, export_id: str) -> tuple[str, int] | None:
-        row = self.conn.execute(
-            "SELECT owner, amount FROM credit_ledger WHERE export_id = %s AND kind = 'debit'",
-            (export_id,),
-        ).fetchone()
-        return (row["owner"], row["amount"]) if row else None
+    def model_of(self, cls: type[Model], value: Any) -> Model:
+        return cls.model_validate(value)
 
-    def in_flight(self, owner: str) -> tuple[int, int]:
-        row = self.conn.execute(
-            "SELECT count(*) FILTER (WHERE owner = %s) AS mine, count(*) AS everyone "
-            "FROM exports WHERE phase = ANY(%s)",
-            (owner, list(IN_FLIGHT)),
-        ).fetchone()
-        assert row is not None
-        return int(row["mine"]), int(row["everyone"])
+    def json_value(self, data: dict[str, str]) -> Jsonb:
+        return Jsonb(data)
 
-    def insert_record(self, record: ExportRecord) -> None:
-        self.conn.execute(
-            f"INSERT INTO exports ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            record_values(record),
-        )
+    def json_of(self, value: Any) -> dict[str, str]:
+        return dict(value or {})
+
+    def now(self) -> Fragment:
+        return "now()", []
+
+    def phase_in(self, phases: Collection[str]) -> Fragment:
+        return "phase = ANY(?)", [list(phases)]
+
+    def keyset(self, op: Literal["<", ">"], position: PageCursor) -> Fragment:
+        return f"(created_at, id) {op} (?, ?)", [position.created_at, position.export_id]
+
+    def updated(self, sql: str, params: Sequence[object], export_id: str) -> ExportRecord | None:
+        row = self.one(f"{sql} RETURNING {COLUMNS}", params)
+        return self.record_of(row) if row else None
+
+    def lock_admissions(self) -> None:
+        self.run("SELECT pg_advisory_xact_lock(?)", (ADMISSION_LOCK_KEY,))

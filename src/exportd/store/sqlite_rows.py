@@ -1,182 +1,77 @@
-"""SQLite rows <-> store objects, and the admission statements of the SQLite store.
+"""The SQLite dialect of the shared statements (:mod:`exportd.store.sql_statements`).
 
-Kept apart from :mod:`exportd.store.sqlite` (connection, locking, migrations) so each module stays
-small. Every function here runs on a connection that already holds the write transaction.
+SQLite has no time or JSON types: moments are fixed-width UTC text, so string order is time
+order, and models are their JSON text. Writes run inside ``BEGIN IMMEDIATE``, which already
+excludes every other writer, so no row or admission locks are needed.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from typing import Any, Literal
 
-from exportd.credits import CreditAccount
-from exportd.spec import ExportSpec, ExportStatus
-from exportd.store.admission import IdempotencyEntry, LedgerKind, StoredResponse
-from exportd.store.base import ExportRecord
+from exportd.spec import CamelModel, utc_now
+from exportd.store.base import ExportRecord, PageCursor
+from exportd.store.sql_statements import StoreTx
+from exportd.store.sql_tx import Cursor, Fragment, Model
 
-COLUMNS = "id, owner, phase, spec, status, created_at, updated_at, version, pid"
-IN_FLIGHT = "('Pending', 'Queued', 'Running')"
-_KEY_COLUMNS = (
-    "owner, key, request_hash, export_id, state, response_status, response_body, "
-    "response_headers, created_at, expires_at"
-)
+_STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def stamp(moment: datetime) -> str:
     """Fixed-width UTC text, so SQL string order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime(_STAMP)
 
 
 def unstamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.strptime(text, _STAMP).replace(tzinfo=UTC)
 
 
-def record_of(row: sqlite3.Row) -> ExportRecord:
-    return ExportRecord(
-        spec=ExportSpec.model_validate_json(row["spec"]),
-        status=ExportStatus.model_validate_json(row["status"]),
-        owner=row["owner"],
-        created_at=unstamp(row["created_at"]),
-        updated_at=unstamp(row["updated_at"]),
-        version=row["version"],
-        pid=row["pid"],
-    )
-
-
-def record_values(record: ExportRecord) -> tuple[object, ...]:
-    return (
-        record.id,
-        record.owner,
-        record.phase.value,
-        record.spec.model_dump_json(by_alias=True),
-        record.status.model_dump_json(by_alias=True),
-        stamp(record.created_at),
-        stamp(record.updated_at),
-        record.version,
-        record.pid,
-    )
-
-
-def entry_of(row: sqlite3.Row) -> IdempotencyEntry:
-    response = None
-    if row["response_status"] is not None:
-        response = StoredResponse(
-            status=row["response_status"],
-            body=row["response_body"],
-            headers=json.loads(row["response_headers"] or "{}"),
-        )
-    return IdempotencyEntry(
-        owner=row["owner"],
-        key=row["key"],
-        request_hash=row["request_hash"],
-        export_id=row["export_id"],
-        state=row["state"],
-        created_at=unstamp(row["created_at"]),
-        expires_at=unstamp(row["expires_at"]),
-        response=response,
-    )
-
-
-def select_entry(conn: sqlite3.Connection, owner: str, key: str) -> IdempotencyEntry | None:
-    row = conn.execute(
-        f"SELECT {_KEY_COLUMNS} FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, key)
-    ).fetchone()
-    return entry_of(row) if row else None
-
-
-def select_account(conn: sqlite3.Connection, owner: str) -> CreditAccount | None:
-    row = conn.execute(
-        "SELECT owner, balance, accrued_at FROM credit_accounts WHERE owner = ?", (owner,)
-    ).fetchone()
-    if row is None:
-        return None
-    return CreditAccount(row["owner"], row["balance"], unstamp(row["accrued_at"]))
-
-
-class SqliteAdmissionTx:
-    """:class:`~exportd.store.admission.AdmissionTx` on a connection inside ``BEGIN IMMEDIATE``
-    (which already excludes every other writer, so no row locks are needed)."""
+class SqliteTx(StoreTx):
+    owned_count = "COALESCE(SUM(owner = ?), 0) AS mine"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def claim_key(self, entry: IdempotencyEntry) -> IdempotencyEntry | None:
-        existing = select_entry(self.conn, entry.owner, entry.key)
-        if existing is None:
-            self.conn.execute(
-                "INSERT INTO idempotency_keys (owner, key, request_hash, export_id, state, "
-                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.owner,
-                    entry.key,
-                    entry.request_hash,
-                    entry.export_id,
-                    entry.state,
-                    stamp(entry.created_at),
-                    stamp(entry.expires_at),
-                ),
-            )
-        return existing
+    def run(self, sql: str, params: Sequence[object] | None = None) -> Cursor:
+        return self.conn.execute(sql, () if params is None else params)
 
-    def replace_key(self, entry: IdempotencyEntry) -> None:
-        self.conn.execute(
-            "UPDATE idempotency_keys SET request_hash = ?, export_id = ?, state = ?, "
-            "response_status = NULL, response_body = NULL, response_headers = NULL, "
-            "created_at = ?, expires_at = ? WHERE owner = ? AND key = ?",
-            (
-                entry.request_hash,
-                entry.export_id,
-                entry.state,
-                stamp(entry.created_at),
-                stamp(entry.expires_at),
-                entry.owner,
-                entry.key,
-            ),
-        )
+    def stamp(self, moment: datetime) -> str:
+        return stamp(moment)
 
-    def lock_account(self, opening: CreditAccount) -> CreditAccount:
-        account = select_account(self.conn, opening.owner)
-        if account is not None:
-            return account
-        self.save_account(opening)
-        return opening
+    def unstamp(self, value: Any) -> datetime:
+        return unstamp(value)
 
-    def save_account(self, account: CreditAccount) -> None:
-        now = stamp(datetime.now(UTC))
-        self.conn.execute(
-            "INSERT INTO credit_accounts (owner, balance, accrued_at, updated_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET balance = excluded.balance, "
-            "accrued_at = excluded.accrued_at, updated_at = excluded.updated_at",
-            (account.owner, account.balance, stamp(account.accrued_at), now),
-        )
+    def model_value(self, model: CamelModel) -> str:
+        return model.model_dump_json(by_alias=True)
 
-    def add_ledger(
-        self, export_id: str, kind: LedgerKind, owner: str, amount: int, at: datetime
-    ) -> bool:
-        cursor = self.conn.execute(
-            "INSERT INTO credit_ledger (export_id, kind, owner, amount, at) VALUES "
-            "(?, ?, ?, ?, ?) ON CONFLICT (export_id, kind) DO NOTHING",
-            (export_id, kind, owner, amount, stamp(at)),
-        )
-        return cursor.rowcount == 1
+    def model_of(self, cls: type[Model], value: Any) -> Model:
+        return cls.model_validate_json(value)
 
-    def ledger_debit(self, export_id: str) -> tuple[str, int] | None:
-        row = self.conn.execute(
-            "SELECT owner, amount FROM credit_ledger WHERE export_id = ? AND kind = 'debit'",
-            (export_id,),
-        ).fetchone()
-        return (row["owner"], row["amount"]) if row else None
+    def json_value(self, data: dict[str, str]) -> str:
+        return json.dumps(data)
 
-    def in_flight(self, owner: str) -> tuple[int, int]:
-        row = self.conn.execute(
-            f"SELECT COALESCE(SUM(owner = ?), 0), COUNT(*) FROM exports WHERE phase IN {IN_FLIGHT}",
-            (owner,),
-        ).fetchone()
-        return int(row[0]), int(row[1])
+    def json_of(self, value: Any) -> dict[str, str]:
+        return dict(json.loads(value or "{}"))
 
-    def insert_record(self, record: ExportRecord) -> None:
-        self.conn.execute(
-            f"INSERT INTO exports ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            record_values(record),
-        )
+    def now(self) -> Fragment:
+        return "?", [stamp(utc_now())]
+
+    def phase_in(self, phases: Collection[str]) -> Fragment:
+        return f"phase IN ({', '.join('?' for _ in phases)})", list(phases)
+
+    def keyset(self, op: Literal["<", ">"], position: PageCursor) -> Fragment:
+        at = stamp(position.created_at)
+        condition = f"(created_at {op} ? OR (created_at = ? AND id {op} ?))"
+        return condition, [at, at, position.export_id]
+
+    def updated(self, sql: str, params: Sequence[object], export_id: str) -> ExportRecord | None:
+        if self.run(sql, params).rowcount != 1:
+            return None
+        return self.get_record(export_id)
+
+    def lock_admissions(self) -> None:
+        pass  # BEGIN IMMEDIATE already holds every other writer off
