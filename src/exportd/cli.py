@@ -3,6 +3,7 @@
 ``serve`` is embedded mode on one machine (SQLite, local exporter processes, the DuckDB sample
 database). ``run`` needs no server: it runs the exporter in this process and copies the file to
 ``-o``. ``token`` signs a development JWT with the same secret ``serve`` verifies with.
+``load-sample`` copies the sample data into PostgreSQL or MySQL sources (the compose stack's).
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     restore = commands.add_parser("restore", help="bring a backup back (never overwrites)")
     restore.add_argument("source", type=Path, help="a backup directory made by `exportd backup`")
     commands.add_parser("housekeeping", help="delete what expired and fail stuck exports, once")
+
+    load = commands.add_parser(
+        "load-sample", help="replace the sample tables in postgres or mysql sources"
+    )
+    load.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="a configured source (EXPORTD_SOURCES__...)"
+    )
+    load.add_argument(
+        "--only",
+        action="append",
+        metavar="DATA_SET",
+        help="load only this data set of the sample (default: all; a wrong name lists them)",
+    )
     return parser
 
 
@@ -82,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exportd.backup import run_command  # the operations commands
 
             return run_command(args, sys.stdout)
+        if args.command == "load-sample":
+            from exportd.sampleload import run_command as load_sample
+
+            return load_sample(args, sys.stdout)
         return token(args, sys.stdout)
     except ExportdError as exc:
         _print_error(exc, sys.stderr)

@@ -14,6 +14,10 @@ Tables (all rows deterministic, generated in SQL so creation takes well under a 
 The file is built under a temporary name and hard-linked into place (create-only), so a reader
 never sees a half-built database and two processes racing to create it both end up using one
 complete file.
+
+This module is the only definition of the sample data: ``exportd load-sample``
+(:mod:`exportd.sampleload`) builds the same tables in memory with :func:`build_sample` and copies
+them into PostgreSQL or MySQL/MariaDB, which is how the compose stack's databases are filled.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from pathlib import Path
 import duckdb
 
 USER_ROWS = 100_000
+# Named groups of tables, so a database that serves only one of them gets only that one.
+DATA_SETS: dict[str, tuple[str, ...]] = {
+    "users": ("users",),
+    "menus": ("muscles", "menus", "muscle_menus"),
+}
 
 _USERS_SQL = f"""
 CREATE TABLE users AS
@@ -59,7 +68,9 @@ SELECT
         WHEN id % 1000 = 9 THEN ''
         ELSE 'note ' || id
     END AS notes
-FROM base
+FROM base;
+-- Declared so copies into other databases (exportd.sampleload) get the same key.
+ALTER TABLE users ADD PRIMARY KEY (id);
 """
 
 _MENUS_SQL = """
@@ -101,11 +112,16 @@ def ensure_sample_db(path: Path) -> Path:
     return path
 
 
+def build_sample(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table of :data:`DATA_SETS` in ``con`` (an empty database)."""
+    con.execute(_USERS_SQL)
+    con.execute(_MENUS_SQL)
+
+
 def _build(path: Path) -> None:
     con = duckdb.connect(str(path))
     try:
-        con.execute(_USERS_SQL)
-        con.execute(_MENUS_SQL)
+        build_sample(con)
         con.execute("CHECKPOINT")
     finally:
         con.close()

@@ -2,8 +2,10 @@
 
 No Docker engine runs here, so the Dockerfiles are checked by reading: multi-stage, a pinned slim
 base, only the extras each image needs, a numeric non-root user, no installer in the final stage,
-OCI labels, a health check where one fits. hadolint, actionlint and docker-compose come from the
-`test` extra and Debian (scripts/lint-deploy.sh installs them); a missing one fails the test.
+OCI labels, a health check where one fits. The build steps all three share
+(scripts/image-build.sh) run with stub commands that log what they would do. hadolint, actionlint
+and docker-compose come from the `test` extra and Debian (scripts/lint-deploy.sh installs them);
+a missing one fails the test.
 """
 
 from __future__ import annotations
@@ -12,12 +14,9 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 
@@ -28,6 +27,7 @@ DOCKERFILES = {
     "operator": (ROOT / "operator" / "Dockerfile", "operator"),
     "exporter": (ROOT / "exporter-image" / "Dockerfile", "exporter"),
 }
+BUILD_SCRIPT_PATH = "scripts/image-build.sh"
 BASE_IMAGE = re.compile(r"^FROM python:3\.11\.\d+-slim-bookworm AS (\w+)$", re.MULTILINE)
 PIP_INSTALL = re.compile(r"\bpip (?:--python \S+ )?install\b")
 OCI_LABELS = ("title", "description", "version", "revision", "created", "source", "licenses")
@@ -77,28 +77,103 @@ def test_dockerfile_builds_in_two_stages_from_one_pinned_slim_base(image: str) -
     assert "COPY src" not in runtime and "COPY pyproject" not in runtime
 
 
+def build_script_runs(text: str) -> list[list[str]]:
+    """The arguments of each ``image-build.sh`` a RUN calls, each RUN checked to bind-mount it
+    from the build context (never COPY it: no layer holds the script)."""
+    runs = []
+    for line in instructions(text):
+        if line.startswith("RUN ") and "image-build.sh" in line:
+            assert (
+                f"--mount=type=bind,source={BUILD_SCRIPT_PATH},target=/tmp/image-build.sh" in line
+            )
+            runs.append(line.split("sh /tmp/image-build.sh", 1)[1].split())
+    return runs
+
+
 @pytest.mark.parametrize("image", DOCKERFILES)
-def test_dockerfile_installs_only_its_extras_without_pip_in_the_image(image: str) -> None:
+def test_dockerfile_installs_only_its_extras_and_drops_pip_through_the_shared_script(
+    image: str,
+) -> None:
     path, extras = DOCKERFILES[image]
-    lines = instructions(path.read_text())
-    installs = [line for line in lines if PIP_INSTALL.search(line)]
-    assert len(installs) == 1
-    assert f'".[{extras}]"' in installs[0]
-    # pip outside the venv installs into it: the venv copied to the final stage holds no pip.
-    assert "venv --without-pip /opt/exportd" in installs[0]
-    assert "pip --python /opt/exportd/bin/python install" in installs[0]
-    runtime = instructions(final_stage(path.read_text()))
-    assert not [line for line in runtime if PIP_INSTALL.search(line) or "apt-get" in line]
-    assert any("pip uninstall --yes" in line for line in runtime)
-    assert "PIP_NO_CACHE_DIR=1" in path.read_text()
+    text = path.read_text()
+    runtime = final_stage(text)
+    build = text[: len(text) - len(runtime)]
+    assert build_script_runs(build) == [["venv", extras]]
+    home = ["/var/lib/exportd"] if image == "api" else []
+    assert build_script_runs(runtime) == [["runtime", *home]]
+    # Installing and removing happen in the script only; the final stage installs nothing.
+    assert not [line for line in instructions(text) if PIP_INSTALL.search(line)]
+    assert not [line for line in instructions(runtime) if "apt-get" in line]
+    assert "COPY scripts" not in text
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)
 def test_dockerfile_runs_as_a_numeric_non_root_user(image: str) -> None:
     runtime = instructions(final_stage(DOCKERFILES[image][0].read_text()))
     users = [line.split()[1] for line in runtime if line.startswith("USER ")]
-    assert users == ["10001:10001"]
-    assert any("useradd --system --uid 10001" in line for line in runtime)
+    assert users == ["10001:10001"]  # the id image-build.sh gives its user (checked below)
+
+
+def run_build_script(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """image-build.sh with every command it runs replaced by a stub that logs its arguments
+    (and PIP_NO_CACHE_DIR), so what each step would do in the image is read, not done."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    log = tmp_path / "calls.log"
+    for name in ("python", "groupadd", "useradd", "install"):
+        stub = stubs / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $* [cache=${{PIP_NO_CACHE_DIR:-}}]" >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+    proc = subprocess.run(
+        ["/bin/sh", str(ROOT / BUILD_SCRIPT_PATH), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    calls = log.read_text() if log.exists() else ""
+    log.unlink(missing_ok=True)
+    return proc, calls
+
+
+def test_build_script_venv_has_no_pip_and_holds_only_the_extras(tmp_path: Path) -> None:
+    proc, calls = run_build_script(tmp_path, "venv", "api,operator")
+    assert proc.returncode == 0, proc.stderr
+    assert calls.splitlines() == [
+        "python -m venv --without-pip /opt/exportd [cache=1]",
+        # pip outside the venv installs into it: the venv copied to the final stage holds no pip.
+        "python -m pip --python /opt/exportd/bin/python install .[api,operator] [cache=1]",
+    ]
+
+
+def test_build_script_runtime_drops_installers_and_adds_user_10001(tmp_path: Path) -> None:
+    proc, calls = run_build_script(tmp_path, "runtime")
+    assert proc.returncode == 0, proc.stderr
+    uninstall, groupadd, useradd = calls.splitlines()
+    assert uninstall.startswith("python -m pip uninstall --yes --no-cache-dir pip setuptools wheel")
+    assert groupadd.startswith("groupadd --system --gid 10001 exportd")
+    assert useradd.startswith(
+        "useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home "
+        "--shell /usr/sbin/nologin exportd"
+    )
+    proc, calls = run_build_script(tmp_path, "runtime", "/var/lib/exportd")
+    assert proc.returncode == 0, proc.stderr
+    *_, useradd, install = calls.splitlines()
+    assert "--home-dir /var/lib/exportd --no-create-home" in useradd
+    assert install.startswith("install -d -o 10001 -g 10001 -m 0750 /var/lib/exportd")
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["venv"], ["venv", ""], ["venv", "api] [x"], ["build", "api"]]
+)
+def test_build_script_refuses_bad_arguments_before_running_anything(
+    tmp_path: Path, args: list[str]
+) -> None:
+    proc, calls = run_build_script(tmp_path, *args)
+    assert proc.returncode == 2
+    assert calls == ""
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)
@@ -143,12 +218,12 @@ def test_dockerignore_admits_only_the_package_sources() -> None:
         "!README.md",
         "!LICENSE",
         "!src/",
+        f"!{BUILD_SCRIPT_PATH}",
     }
-    for path in re.findall(
-        r"^COPY (?!--from)(\S+)",
-        "\n".join(p.read_text() for p, _ in DOCKERFILES.values()),
-        re.MULTILINE,
-    ):
+    dockerfiles = "\n".join(p.read_text() for p, _ in DOCKERFILES.values())
+    copied = re.findall(r"^COPY (?!--from)(\S+)", dockerfiles, re.MULTILINE)
+    mounted = re.findall(r"--mount=type=bind,source=([^,\s]+)", dockerfiles)
+    for path in copied + mounted:
         assert f"!{path}" in lines or f"!{path}/" in lines, path
 
 
@@ -269,15 +344,10 @@ def test_compose_state_store_variant_points_the_api_at_postgres() -> None:
     assert env["EXPORTD_STATE_DB_URL_FILE"] == "/run/secrets/state_db_url"
 
 
-def test_compose_settings_are_accepted_by_exportd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def use_compose_environment(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The API's environment (secret files mapped to the repo copies) is valid ApiSettings."""
-    from exportd.catalog import Catalog
-    from exportd.settings import ApiSettings
-
-    proc = run(tool("docker-compose"), *COMPOSE_VARIANTS["postgres-state"], "config")
-    env: dict[str, str] = yaml.safe_load(proc.stdout)["services"]["api"]["environment"]
+    """A service's environment as this process's, secret files mapped to the repo copies."""
     for name in [key for key in os.environ if key.startswith("EXPORTD_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -288,6 +358,19 @@ def test_compose_settings_are_accepted_by_exportd(
             value = str(ROOT / "deploy" / "compose" / "catalog.yaml")
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("EXPORTD_DATA_DIR", str(tmp_path))
+
+
+def test_compose_settings_are_accepted_by_exportd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's environment (secret files mapped to the repo copies) is valid ApiSettings."""
+    from exportd.catalog import Catalog
+    from exportd.settings import ApiSettings
+
+    proc = run(tool("docker-compose"), *COMPOSE_VARIANTS["postgres-state"], "config")
+    use_compose_environment(
+        yaml.safe_load(proc.stdout)["services"]["api"]["environment"], tmp_path, monkeypatch
+    )
     settings = ApiSettings()
     assert settings.sources["warehouse"].resolved_password() == "exportd-reader-dev"
     assert settings.state_db_url is not None and "exportd_state" in settings.state_db_url
@@ -299,55 +382,64 @@ def test_compose_settings_are_accepted_by_exportd(
     assert set(settings.sources) >= {catalog.get(t).source for t in ("shopMenuCategories",)}
 
 
-# ---- the compose PostgreSQL sample data equals the embedded DuckDB sample ----------------------
+# ---- the compose databases get the sample data from exportd.sampledb ----------------------------
 
 
-@pytest.fixture
-def scratch_postgres() -> Iterator[str]:
-    """A throwaway database on the local PostgreSQL, dropped afterwards."""
-    name = f"deploy_{uuid.uuid4().hex[:10]}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def test_compose_postgres_sample_rows_equal_the_duckdb_sample(
-    scratch_postgres: str, sample_db: Path
+def test_compose_loads_the_sample_data_with_exportd_before_the_api_starts(
+    compose_config: dict[str, Any],
 ) -> None:
-    """Same rows in both sources, so an export gives the same file from either."""
-    import duckdb
+    """No second copy of the data: a one-shot service of the API image runs `load-sample`."""
+    services = compose_config["services"]
+    seed = services["sample-data"]
+    assert seed["build"]["dockerfile"] == "api/Dockerfile"
+    assert seed["image"] == services["api"]["image"]
+    script = " ".join(seed["entrypoint"] + seed["command"])
+    assert "exportd load-sample warehouse &&" in script
+    assert script.endswith("exportd load-sample shop --only menus")
+    assert seed["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "mariadb": {"condition": "service_healthy"},
+    }
+    assert services["api"]["depends_on"]["sample-data"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert seed["restart"] == "no" and seed["read_only"] is True
+    assert seed["cap_drop"] == ["ALL"] and "no-new-privileges:true" in seed["security_opt"]
+    assert not list((ROOT / "deploy" / "compose").rglob("*.sql"))
+    for name in ("postgres", "mariadb"):
+        mounts = " ".join(str(v) for v in services[name].get("volumes", []))
+        assert ".sql" not in mounts, name
 
-    sql = (ROOT / "deploy" / "compose" / "postgres" / "10-sample-data.sql").read_text()
-    digest_sql = (
-        "SELECT count(*), sum(tier), sum(balance), "
-        "sum(length(name) + length(email) + length(coalesce(notes, '?'))), "
-        "count(last_login), sum(extract(epoch FROM last_login)), "
-        "min(signup_date), max(signup_date), "
-        "sum(CASE WHEN active THEN 1 ELSE 0 END), "
-        "string_agg(country, '' ORDER BY id) FROM users"
+
+def test_compose_sample_data_fills_the_api_sources_with_the_owner_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same servers and databases as the API reads, as the accounts that own them (the API's
+    PostgreSQL account may only read). That this reader may read what the service loads is
+    tested in tests/unit/test_sampledb_load.py, beside the loader."""
+    from exportd.exporter.sources import mysql, postgres
+    from exportd.settings import ApiSettings, ExporterSettings
+
+    proc = run(tool("docker-compose"), *COMPOSE_VARIANTS["embedded"], "config")
+    services = yaml.safe_load(proc.stdout)["services"]
+    use_compose_environment(services["api"]["environment"], tmp_path, monkeypatch)
+    api = ApiSettings().sources
+    use_compose_environment(services["sample-data"]["environment"], tmp_path, monkeypatch)
+    seed = ExporterSettings().sources
+
+    pg_api = postgres.connection_arguments(api["warehouse"])
+    pg_seed = postgres.connection_arguments(seed["warehouse"])
+    assert (pg_seed["host"], pg_seed["port"], pg_seed["dbname"]) == (
+        pg_api["host"],
+        pg_api["port"],
+        pg_api["dbname"],
     )
-    with psycopg.connect(scratch_postgres) as conn:
-        conn.execute(sql)
-        pg = conn.execute(digest_sql).fetchone()
-        pg_menus = conn.execute("SELECT * FROM muscle_menus ORDER BY 1, 2").fetchall()
-        pg_first = conn.execute(
-            "SELECT id, name, notes, tier FROM users WHERE id IN (1, 4, 17) ORDER BY id"
-        ).fetchall()
-    con = duckdb.connect(str(sample_db), read_only=True)
-    try:
-        dk = con.execute(digest_sql).fetchone()
-        dk_menus = con.execute("SELECT * FROM muscle_menus ORDER BY 1, 2").fetchall()
-        dk_first = con.execute(
-            "SELECT id, name, notes, tier FROM users WHERE id IN (1, 4, 17) ORDER BY id"
-        ).fetchall()
-    finally:
-        con.close()
-    assert pg is not None and dk is not None
-    assert list(pg) == list(dk)
-    assert pg_menus == dk_menus
-    assert pg_first == dk_first
+    pg_env = services["postgres"]["environment"]
+    assert pg_seed["user"] == pg_env["POSTGRES_USER"] and pg_seed["dbname"] == pg_env["POSTGRES_DB"]
+    assert pg_seed["password"] == "exportd-postgres-dev"  # the pg_password secret
+
+    my_api = mysql.connection_arguments(api["shop"])
+    my_seed = mysql.connection_arguments(seed["shop"])
+    for key in ("host", "port", "user", "database", "password"):
+        assert my_seed[key] == my_api[key], key
+    assert my_seed["user"] == services["mariadb"]["environment"]["MARIADB_USER"]
