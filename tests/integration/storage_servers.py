@@ -19,17 +19,22 @@ the fixtures fail loudly (ImportError), never skip.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import http.client
 import os
+import re
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from exportd.settings import SmtpConfig, StorageConfig
+from exportd.storage.s3 import make_s3_client
 
 S3_REGION = "us-east-1"
 S3_KEY_ID = "testing-key-id"
@@ -383,6 +389,43 @@ def start_smtp(
     return SmtpServer(controller, inbox, port)
 
 
+def smtp_config(port: int, pki: Pki | None = None, **overrides: Any) -> SmtpConfig:
+    """Settings for a server from :func:`start_smtp` on ``port``: STARTTLS with the test login,
+    short timeouts, two attempts; the server's certificate trusted through the test CA only when
+    ``pki`` is given (otherwise through the system store, or ``ca_file`` among ``overrides``)."""
+    values: dict[str, Any] = {
+        "host": "localhost",
+        "port": port,
+        "username": SMTP_USER,
+        "password": SMTP_PASSWORD,
+        "sender": "exports@example.org",
+        "timeout_seconds": 10,
+        "max_attempts": 2,
+    }
+    if pki is not None:
+        values["ca_file"] = pki.ca_file
+    return SmtpConfig.model_validate(values | overrides)
+
+
+def parse_mail(content: bytes) -> EmailMessage:
+    """A received message's bytes as an :class:`EmailMessage` (modern policy)."""
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def link_in_mail(content: bytes) -> str:
+    """The one http link in a received message that must carry no attachment (the export was
+    too large to attach)."""
+    message = parse_mail(content)
+    assert list(message.iter_attachments()) == []
+    body = message.get_body(("plain",))
+    assert body is not None
+    urls: list[str] = re.findall(r"http://\S+", body.get_content())
+    [url] = urls
+    return url
+
+
 def wait_for(
     condition: Callable[[], bool], *, timeout: float = 60, what: str = "condition"
 ) -> None:
@@ -458,6 +501,25 @@ def start_publisher(
     )
 
 
+def release_together(children: Sequence[subprocess.Popen[str]], go: Path) -> list[str]:
+    """Lets ``children`` (started with ``go``, waiting for it) proceed at once and returns
+    their output, as :func:`finish_children` does."""
+    time.sleep(0.1)  # all started (not a timing assertion: a late child only loses earlier)
+    go.touch()
+    return finish_children(children, timeout=120)
+
+
+def finish_children(children: Sequence[subprocess.Popen[str]], *, timeout: float) -> list[str]:
+    """Waits for every child; each must exit 0 (its stderr is the message if not). Returns
+    their standard outputs in order."""
+    outputs = []
+    for child in children:
+        out, err = child.communicate(timeout=timeout)
+        assert child.returncode == 0, err
+        outputs.append(out)
+    return outputs
+
+
 def s3_config(url: str, bucket: str, **overrides: Any) -> StorageConfig:
     """moto-ready S3 settings with small parts (5 MiB, the S3 minimum) to keep tests quick."""
     values: dict[str, Any] = {
@@ -476,18 +538,53 @@ def s3_config(url: str, bucket: str, **overrides: Any) -> StorageConfig:
     return StorageConfig.model_validate(values | overrides)
 
 
+def fresh_s3_bucket(moto_url: str) -> StorageConfig:
+    """:func:`s3_config` for a bucket of its own, created on the moto server at ``moto_url``."""
+    bucket = f"exports-{uuid.uuid4().hex[:12]}"
+    make_s3_client(s3_config(moto_url, bucket)).create_bucket(Bucket=bucket)
+    return s3_config(moto_url, bucket)
+
+
+def gcs_config(url: str, bucket: str, credentials: Path, **overrides: Any) -> StorageConfig:
+    """The GCS emulator at ``url``, reached anonymously, under a fresh prefix (one emulator, a
+    namespace per test); links signed with the service-account key in ``credentials``."""
+    values: dict[str, Any] = {
+        "kind": "gcs",
+        "bucket": bucket,
+        "prefix": f"t-{uuid.uuid4().hex[:8]}/",
+        "endpoint_url": url,
+        "credentials_file": credentials,
+        "anonymous": True,
+        "multipart_threshold_bytes": 5 * MiB,
+        "part_size_bytes": 5 * MiB,
+        "max_attempts": 2,
+        "timeout_seconds": 10,
+    }
+    return StorageConfig.model_validate(values | overrides)
+
+
 def storage_env(config: StorageConfig, tmp_path: Path) -> dict[str, str]:
     """``config`` as EXPORTD_STORAGE__* variables; an S3 secret key goes through a _FILE."""
-    env = {
-        f"EXPORTD_STORAGE__{name.upper()}": str(value)
-        for name, value in config.model_dump(exclude_none=True).items()
-        if name != "secret_access_key"
-    }
-    if config.secret_access_key is not None:
-        secret = tmp_path / "s3-secret"
-        secret.write_text(config.secret_access_key.get_secret_value() + "\n", encoding="utf-8")
-        env["EXPORTD_STORAGE__SECRET_ACCESS_KEY_FILE"] = str(secret)
+    env = _settings_env("STORAGE", config, "secret_access_key", tmp_path / "s3-secret")
     return env | {"EXPORTD_DATA_DIR": str(tmp_path / "child-data")}
+
+
+def _settings_env(
+    section: str, config: StorageConfig | SmtpConfig, secret: str, secret_file: Path
+) -> dict[str, str]:
+    """``config`` as EXPORTD_<section>__* variables, except its ``secret`` field: that one is
+    written to ``secret_file`` and named by EXPORTD_<section>__<SECRET>_FILE, as in a cluster."""
+    prefix = f"EXPORTD_{section}__"
+    env = {
+        f"{prefix}{name.upper()}": str(value)
+        for name, value in config.model_dump(exclude_none=True).items()
+        if name != secret
+    }
+    value = getattr(config, secret)
+    if value is not None:
+        secret_file.write_text(value.get_secret_value() + "\n", encoding="utf-8")
+        env[f"{prefix}{secret.upper()}_FILE"] = str(secret_file)
+    return env
 
 
 def write_random(path: Path, size: int) -> str:
@@ -528,16 +625,7 @@ except ExportdError as exc:
 
 def smtp_env(config: SmtpConfig, tmp_path: Path) -> dict[str, str]:
     """``config`` as EXPORTD_SMTP__* variables, the password through EXPORTD_SMTP__PASSWORD_FILE."""
-    env = {
-        f"EXPORTD_SMTP__{name.upper()}": str(value)
-        for name, value in config.model_dump(exclude_none=True).items()
-        if name != "password"
-    }
-    if config.password is not None:
-        secret = tmp_path / "smtp-password"
-        secret.write_text(config.password.get_secret_value() + "\n", encoding="utf-8")
-        env["EXPORTD_SMTP__PASSWORD_FILE"] = str(secret)
-    return env
+    return _settings_env("SMTP", config, "password", tmp_path / "smtp-password")
 
 
 def start_deliverer(

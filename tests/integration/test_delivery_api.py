@@ -11,7 +11,6 @@ and the retry sends exactly one e-mail.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,20 +28,24 @@ from tests.integration.delivery_apps import (
     SMALL_BODY,
     embedded_api,
     fetch,
-    fresh_s3_bucket,
-    gcs_config,
-    parse_mail,
     sha256,
-    smtp_config,
+)
+from tests.integration.server_fixtures import (  # noqa: F401
+    moto_fixture,
+    pki_fixture,
+    smtp_fixture,
 )
 from tests.integration.storage_servers import (
     Inbox,
     Pki,
     ServerProcess,
     SmtpServer,
-    make_pki,
+    fresh_s3_bucket,
+    gcs_config,
+    link_in_mail,
+    parse_mail,
+    smtp_config,
     start_gcs_emulator,
-    start_moto,
     start_smtp,
     write_service_account,
 )
@@ -53,27 +56,8 @@ EMAIL_SENT = {"status": "success", "message": "The file has been sent to the pro
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[ServerProcess]:
-    server = start_moto()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gcs() -> Iterator[ServerProcess]:
     server = start_gcs_emulator(GCS_BUCKET)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def smtp(pki: Pki) -> Iterator[SmtpServer]:
-    server = start_smtp(starttls_context=pki.server_context, require_auth=True)
     yield server
     server.stop()
 
@@ -173,11 +157,7 @@ async def test_email_export_over_the_limit_carries_a_link_to_the_same_bytes(
         assert response.json() == EMAIL_SENT
         export = await only_export(api)
     [received] = smtp.inbox.messages
-    message = parse_mail(received.content)
-    assert list(message.iter_attachments()) == []
-    text = message.get_body(("plain",))
-    assert text is not None
-    [url] = re.findall(r"http://\S+", text.get_content())
+    url = link_in_mail(received.content)
     assert "X-Amz-Signature" in url
     assert sha256((await fetch(url)).content) == export["sha256"]
 

@@ -5,7 +5,6 @@ at the export's key, one e-mail, and each result line says what its run did."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,21 @@ from exportd.settings import CommonSettings
 from exportd.spec import ReturnType
 from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
-from tests.integration.delivery_apps import (
-    RECIPIENT,
-    fresh_s3_bucket,
-    parse_mail,
-    sha256,
-    smtp_config,
-)
+from tests.integration.delivery_apps import RECIPIENT, sha256
+from tests.integration.server_fixtures import moto_fixture  # noqa: F401
 from tests.integration.storage_servers import (
     ServerProcess,
+    finish_children,
+    fresh_s3_bucket,
     make_pki,
+    parse_mail,
+    smtp_config,
     smtp_env,
-    start_moto,
     start_smtp,
     storage_env,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[ServerProcess]:
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 def test_two_exporters_racing_for_one_email_export_store_one_object_and_send_one_email(
@@ -66,11 +56,7 @@ def test_two_exporters_racing_for_one_email_export_store_one_object_and_send_one
         )
         spec_json = spec.model_dump_json(by_alias=True)
         children = [run_exporter_subprocess.start("--spec-json", spec_json) for _ in range(2)]
-        results = []
-        for child in children:
-            out, err = child.communicate(timeout=180)
-            assert child.returncode == 0, err
-            results.append(parse_events(out)[-1])
+        results = [parse_events(out)[-1] for out in finish_children(children, timeout=180)]
         messages = list(server.inbox.messages)
     finally:
         server.stop()

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import secrets
-import subprocess
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import psycopg
 import pytest
 import yaml
@@ -32,7 +27,7 @@ from exportd.errors import Cancelled, ExitCode, PermanentFailure
 from exportd.exporter.run import run_export
 from exportd.settings import ExporterSettings, SourceConfig
 from tests.conftest import SpecFactory
-from tests.integration.test_sources_export import RSS_LAUNCHER
+from tests.integration.exporter_children import Exporter, sheet_rows, spec_document
 
 pytestmark = pytest.mark.integration
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -114,14 +109,6 @@ def written_by_fast_writer(path: Path) -> bool:
     return names[0] == "xl/worksheets/sheet1.xml" and "docProps/app.xml" not in names
 
 
-def sheet_values(path: Path) -> list[tuple[Any, ...]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        return [tuple(row) for row in book["Export"].iter_rows(values_only=True)]
-    finally:
-        book.close()
-
-
 def as_expected_xlsx(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """openpyxl's view of a row: numbers as numbers, dates as midnight datetimes."""
     i, n, amount, name, day, active, note = row
@@ -144,7 +131,7 @@ def test_postgres_xlsx_through_run_export_has_every_row_and_the_chosen_writer(
     assert (result.rows_read, result.rows_written) == (ROWS, ROWS)
     path = stored(settings, result.object_key)
     assert written_by_fast_writer(path) is fast
-    rows = sheet_values(path)
+    rows = sheet_rows(path)
     assert rows[0] == ("id", "n", "amount", "name", "day", "active", "note")
     assert rows[1:] == [as_expected_xlsx(expected_row(i)) for i in range(1, ROWS + 1)]
     writer = "FastXlsxWriter" if fast else "XlsxWriter"
@@ -228,44 +215,22 @@ def test_postgres_csv_cancel_stops_the_copy_on_the_server(
 
 
 def run_child(tmp_path: Path, table: str, spec: dict[str, Any]) -> tuple[int, str, int, Path]:
-    """``python -m exportd.exporter`` under the RSS launcher: exit code, stderr, the
-    exporter's own peak RSS in bytes, and the data directory."""
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({"types": catalog_types(table)}), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
-    env.update(
-        EXPORTD_DATA_DIR=str(tmp_path / "data"),
-        EXPORTD_CATALOG_PATH=str(catalog),
-        EXPORTD_SOURCES__PG__KIND="postgres",
-        EXPORTD_SOURCES__PG__DSN=PG_DSN,
-    )
-    usage = tmp_path / f"{spec['id']}.rusage"
-    command = [sys.executable, "-m", "exportd.exporter", "--spec-json", json.dumps(spec)]
-    done = subprocess.run(
-        [sys.executable, "-c", RSS_LAUNCHER, str(usage), *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    measured = json.loads(usage.read_text())
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert measured["returncode"] == ExitCode.OK, done.stderr
-    assert result["rowsRead"] == result["rowsWritten"]
-    stored_file = tmp_path / "data" / "files" / str(result["objectKey"])
-    return result["rowsWritten"], done.stderr, measured["max_rss_kib"] * 1024, stored_file
+    """``python -m exportd.exporter`` under the RSS launcher, which must exit 0 having read as
+    many rows as it wrote: rows written, stderr, the exporter's own peak RSS in bytes, and the
+    published file."""
+    sources = {"EXPORTD_SOURCES__PG__KIND": "postgres", "EXPORTD_SOURCES__PG__DSN": PG_DSN}
+    runner = Exporter.with_catalog(tmp_path, catalog_types(table), sources)
+    run = runner.run(spec)
+    assert run.returncode == ExitCode.OK, run.stderr
+    assert run.last["rowsRead"] == run.last["rowsWritten"]
+    return run.last["rowsWritten"], run.stderr, run.max_rss_bytes, runner.stored_file(run)
 
 
 def child_spec(export_type: str, file_name: str, variables: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"exp-paths-{secrets.token_hex(4)}",
-        "type": export_type,
-        "format": file_name.rsplit(".", 1)[1],
-        "fileName": file_name,
-        "variables": variables,
-        "requestedBy": "path-tests",
-        "requestedAt": datetime.now(UTC).isoformat(),
-    }
+    export_id = f"exp-paths-{secrets.token_hex(4)}"
+    return spec_document(
+        export_type, file_name, variables, export_id=export_id, requested_by="path-tests"
+    )
 
 
 def test_exporter_process_writes_postgres_csv_by_copy_under_64_mib(
@@ -292,5 +257,5 @@ def test_exporter_process_writes_postgres_xlsx_with_the_fast_writer(
     assert rows == ROWS
     assert "PostgresArrowSource (DuckDB scanner) -> FastXlsxWriter" in stderr
     assert written_by_fast_writer(path)
-    values = sheet_values(path)
+    values = sheet_rows(path)
     assert values[1:] == [as_expected_xlsx(expected_row(i)) for i in range(1, ROWS + 1)]

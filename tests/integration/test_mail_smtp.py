@@ -4,8 +4,6 @@ unreachable server."""
 
 from __future__ import annotations
 
-import email
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -14,44 +12,19 @@ import pytest
 
 from exportd import mail
 from exportd.errors import PermanentFailure, TransientFailure
-from exportd.settings import SmtpConfig
+from tests.integration.server_fixtures import pki_fixture, smtp_fixture  # noqa: F401
 from tests.integration.storage_servers import (
     SMTP_PASSWORD,
-    SMTP_USER,
     Pki,
     SmtpServer,
     free_port,
-    make_pki,
+    parse_mail,
+    smtp_config,
     start_smtp,
 )
 
 pytestmark = pytest.mark.integration
 RECIPIENT = "alice@example.com"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def starttls_server(pki: Pki) -> Iterator[SmtpServer]:
-    server = start_smtp(starttls_context=pki.server_context, require_auth=True)
-    yield server
-    server.stop()
-
-
-def smtp_config(port: int, **overrides: Any) -> SmtpConfig:
-    values: dict[str, Any] = {
-        "host": "localhost",
-        "port": port,
-        "username": SMTP_USER,
-        "password": SMTP_PASSWORD,
-        "sender": "exports@example.org",
-        "timeout_seconds": 10,
-        "max_attempts": 2,
-    }
-    return SmtpConfig.model_validate(values | overrides)
 
 
 def a_message(**overrides: Any) -> EmailMessage:
@@ -66,16 +39,14 @@ def a_message(**overrides: Any) -> EmailMessage:
 
 
 def test_starttls_with_trusted_ca_and_login_delivers_the_message_intact(
-    starttls_server: SmtpServer, pki: Pki
+    smtp: SmtpServer, pki: Pki
 ) -> None:
     """The server refuses MAIL before STARTTLS and requires a login: arrival proves both."""
     attachment = mail.Attachment("données.csv", "text/csv", b"a,b\n1,2\n")
-    mail.send_message(
-        smtp_config(starttls_server.port, ca_file=pki.ca_file), a_message(attachment=attachment)
-    )
-    [received] = starttls_server.inbox.messages
+    mail.send_message(smtp_config(smtp.port, pki), a_message(attachment=attachment))
+    [received] = smtp.inbox.messages
     assert received.recipients == (RECIPIENT,)
-    parsed = email.message_from_bytes(received.content, policy=email.policy.default)
+    parsed = parse_mail(received.content)
     assert parsed["Message-ID"] == "<exp-test.export@example.org>"
     body = parsed.get_body(("plain",))
     assert body is not None
@@ -89,7 +60,7 @@ def test_server_without_starttls_is_refused_not_used_in_clear(pki: Pki) -> None:
     server = start_smtp()  # plaintext only: does not offer STARTTLS
     try:
         with pytest.raises(PermanentFailure) as caught:
-            mail.send_message(smtp_config(server.port, ca_file=pki.ca_file), a_message())
+            mail.send_message(smtp_config(server.port, pki), a_message())
         assert caught.value.reason == mail.STARTTLS_UNAVAILABLE
         assert server.inbox.messages == []
     finally:
@@ -103,9 +74,7 @@ def test_self_signed_certificate_is_refused_unless_configured_trusted(pki: Pki) 
             mail.send_message(smtp_config(server.port, username=None), a_message())
         assert caught.value.reason == mail.CERTIFICATE_REJECTED
         with pytest.raises(PermanentFailure) as caught:  # trusting another CA does not help
-            mail.send_message(
-                smtp_config(server.port, username=None, ca_file=pki.ca_file), a_message()
-            )
+            mail.send_message(smtp_config(server.port, pki, username=None), a_message())
         assert caught.value.reason == mail.CERTIFICATE_REJECTED
         assert server.inbox.messages == []
         trusted = smtp_config(server.port, username=None, ca_file=pki.self_signed_file)
@@ -120,7 +89,7 @@ def test_self_signed_certificate_is_refused_unless_configured_trusted(pki: Pki) 
 def test_implicit_tls_mode_delivers(pki: Pki) -> None:
     server = start_smtp(implicit_context=pki.server_context, require_auth=True)
     try:
-        config = smtp_config(server.port, mode="tls", ca_file=pki.ca_file)
+        config = smtp_config(server.port, pki, mode="tls")
         mail.send_message(config, a_message())
         assert [m.recipients for m in server.inbox.messages] == [(RECIPIENT,)]
     finally:
@@ -130,31 +99,27 @@ def test_implicit_tls_mode_delivers(pki: Pki) -> None:
 def test_implicit_tls_without_login_delivers(pki: Pki) -> None:
     server = start_smtp(implicit_context=pki.server_context)
     try:
-        config = smtp_config(server.port, mode="tls", ca_file=pki.ca_file, username=None)
+        config = smtp_config(server.port, pki, mode="tls", username=None)
         mail.send_message(config, a_message())
         assert len(server.inbox.messages) == 1
     finally:
         server.stop()
 
 
-def test_wrong_password_is_a_permanent_failure(starttls_server: SmtpServer, pki: Pki) -> None:
-    config = smtp_config(starttls_server.port, ca_file=pki.ca_file, password="wrong")
+def test_wrong_password_is_a_permanent_failure(smtp: SmtpServer, pki: Pki) -> None:
+    config = smtp_config(smtp.port, pki, password="wrong")
     with pytest.raises(PermanentFailure) as caught:
         mail.send_message(config, a_message())
     assert caught.value.reason == mail.AUTH_FAILED
-    assert starttls_server.inbox.messages == []
+    assert smtp.inbox.messages == []
 
 
-def test_password_file_is_used_for_login(
-    starttls_server: SmtpServer, pki: Pki, tmp_path: Path
-) -> None:
+def test_password_file_is_used_for_login(smtp: SmtpServer, pki: Pki, tmp_path: Path) -> None:
     secret = tmp_path / "smtp-password"
     secret.write_text(SMTP_PASSWORD + "\n", encoding="utf-8")
-    config = smtp_config(
-        starttls_server.port, ca_file=pki.ca_file, password="stale", password_file=secret
-    )
+    config = smtp_config(smtp.port, pki, password="stale", password_file=secret)
     mail.send_message(config, a_message())
-    assert len(starttls_server.inbox.messages) == 1
+    assert len(smtp.inbox.messages) == 1
 
 
 def test_unreachable_server_is_retried_with_backoff_then_transient() -> None:

@@ -22,7 +22,8 @@ import pytest
 
 from exportd import exportrequest as er
 from tests.integration.delivery_apps import RECIPIENT, SMTP_PASSWORD, parse_mail, smtp_config
-from tests.integration.storage_servers import Pki, SmtpServer, make_pki, start_smtp
+from tests.integration.server_fixtures import pki_fixture, smtp_fixture  # noqa: F401
+from tests.integration.storage_servers import Pki, SmtpServer, start_smtp
 from tests.k8s.cluster import ExportSetup, LocalCluster, local_cluster, write_catalog
 from tests.k8s.fixtures import anyio_backend_fixture  # noqa: F401
 
@@ -35,18 +36,6 @@ EMAIL_SPEC = {
     "email": RECIPIENT,
 }
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def starttls_server(pki: Pki) -> Iterator[SmtpServer]:
-    server = start_smtp(starttls_context=pki.server_context, require_auth=True)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -87,9 +76,9 @@ async def run_to_the_end(cluster: LocalCluster, name: str) -> dict[str, Any]:
 
 
 async def test_an_emailed_export_is_delivered_and_says_so_on_the_request(
-    starttls_server: SmtpServer, pki: Pki, tmp_path: Path, sample_db: Path
+    smtp: SmtpServer, pki: Pki, tmp_path: Path, sample_db: Path
 ) -> None:
-    async with cluster_mailing_to(starttls_server, pki, tmp_path, sample_db) as cluster:
+    async with cluster_mailing_to(smtp, pki, tmp_path, sample_db) as cluster:
         body = await run_to_the_end(cluster, "exp-mail")
 
     status = body["status"]
@@ -100,7 +89,7 @@ async def test_an_emailed_export_is_delivered_and_says_so_on_the_request(
         "Finished": ("True", "Succeeded"),
         "Delivered": ("True", "Sent"),
     }
-    [message] = starttls_server.inbox.messages
+    [message] = smtp.inbox.messages
     assert message.recipients == (RECIPIENT,)
     [attachment] = list(parse_mail(message.content).iter_attachments())
     assert attachment.get_filename() == "menus.csv"

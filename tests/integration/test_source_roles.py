@@ -20,6 +20,7 @@ import pytest
 
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.settings import SourceConfig
+from tests.integration.db_admin import mysql_execute, pg_execute
 from tests.integration.dbfixtures import (
     TypedDatabases,
     mysql_connect,
@@ -64,14 +65,13 @@ def pg_reader(typed_databases: TypedDatabases) -> Iterator[str]:
         },
     )
     assert len(statements) == 6
-    with pg_connect() as conn:
-        for statement in statements:
-            conn.execute(statement)
+    pg_execute(*statements)
     yield role
-    with pg_connect() as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {typed_databases.schema}.created_later")
-        conn.execute(f"DROP OWNED BY {role}")
-        conn.execute(f"DROP ROLE {role}")
+    pg_execute(
+        f"DROP TABLE IF EXISTS {typed_databases.schema}.created_later",
+        f"DROP OWNED BY {role}",
+        f"DROP ROLE {role}",
+    )
 
 
 def test_postgres_documented_role_reads_but_cannot_write(
@@ -101,16 +101,9 @@ def mysql_reader(typed_databases: TypedDatabases) -> Iterator[tuple[str, str]]:
         {"exportd_reader": user, "change-me": password, "app.*": f"{typed_databases.schema}.*"},
     )
     assert len(statements) == 2
-    conn = mysql_connect()
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-        yield user, password
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP USER '{user}'@'%'")
-    finally:
-        conn.close()
+    mysql_execute(*statements)
+    yield user, password
+    mysql_execute(f"DROP USER '{user}'@'%'")
 
 
 def test_mysql_documented_user_reads_but_cannot_write(

@@ -7,9 +7,7 @@ waiting for the server is a bounded poll (a deadline), never an assertion on spe
 
 from __future__ import annotations
 
-import secrets
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
@@ -19,21 +17,21 @@ import pytest
 from exportd.catalog import Catalog
 from exportd.errors import Cancelled, InvalidInput, PermanentFailure
 from exportd.exporter.sources import QueryOptions, Source, open_source
-from exportd.settings import SourceConfig
+from tests.integration.db_admin import admin_execute
 from tests.integration.dbfixtures import (
-    PG_DSN,
     SOURCE_KINDS,
     TypedDatabases,
-    mysql_connect,
     mysql_rows,
-    pg_connect,
     pg_rows,
     typed_databases_fixture,  # noqa: F401
 )
+from tests.integration.server_activity import (
+    SERVER_DEADLINE_SECONDS,
+    ServerQueries,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-
-SERVER_DEADLINE_SECONDS = 15.0
 
 # Injection payloads for the string variable: each must arrive as plain data.
 STRING_PAYLOADS = [
@@ -135,123 +133,77 @@ def test_injection_through_every_variable_type_leaves_the_table_intact(
     assert table_fingerprint(kind, typed_databases) == before
 
 
+# A function that INSERTs a row into the table: PostgreSQL's and MariaDB's, and how to drop it.
+WRITING_FUNCTION = {
+    "postgres": (
+        "CREATE FUNCTION {name}() RETURNS int LANGUAGE sql AS "
+        "'INSERT INTO {table} (id) VALUES (42) RETURNING 1'",
+        "DROP FUNCTION {name}()",
+    ),
+    "mysql": (
+        "CREATE FUNCTION {name}() RETURNS INT MODIFIES SQL DATA BEGIN "
+        "INSERT INTO {table} (id) VALUES (42); RETURN 1; END",
+        "DROP FUNCTION {name}",
+    ),
+}
+
+
 @pytest.fixture
-def pg_writing_function(typed_databases: TypedDatabases) -> Iterator[str]:
+def writing_function(typed_databases: TypedDatabases, kind: str) -> Iterator[str]:
+    """The name of a function on the ``kind`` server that writes to the typed table."""
     name = f"{typed_databases.schema}.sneaky_write"
-    with pg_connect() as conn:
-        conn.execute(
-            f"CREATE FUNCTION {name}() RETURNS int LANGUAGE sql AS "
-            f"'INSERT INTO {typed_databases.table} (id) VALUES (42) RETURNING 1'"
-        )
+    create, drop = WRITING_FUNCTION[kind]
+    admin_execute(kind, create.format(name=name, table=typed_databases.table))
     yield name
-    with pg_connect() as conn:
-        conn.execute(f"DROP FUNCTION {name}()")
-
-
-@pytest.fixture
-def mysql_writing_function(typed_databases: TypedDatabases) -> Iterator[str]:
-    name = f"{typed_databases.schema}.sneaky_write"
-    conn = mysql_connect()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE FUNCTION {name}() RETURNS INT MODIFIES SQL DATA BEGIN "
-                f"INSERT INTO {typed_databases.table} (id) VALUES (42); RETURN 1; END"
-            )
-        yield name
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP FUNCTION {name}")
-    finally:
-        conn.close()
+    admin_execute(kind, drop.format(name=name))
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 def test_a_query_that_writes_through_a_function_is_refused_by_the_read_only_session(
-    typed_databases: TypedDatabases, kind: str, request: pytest.FixtureRequest
+    typed_databases: TypedDatabases, kind: str, writing_function: str
 ) -> None:
     """Even a catalog query calling a function that INSERTs cannot write: the transaction is
     read-only (reason ReadOnlyTransaction) and the table keeps its 4 rows."""
-    function = request.getfixturevalue(
-        f"{'pg' if kind == 'postgres' else 'mysql'}_writing_function"
-    )
     before = table_fingerprint(kind, typed_databases)
     with (
         open_source(typed_databases.source(kind)) as source,
         pytest.raises(PermanentFailure) as refused,
     ):
-        list(source.stream(f"SELECT {function}() AS w", {}, QueryOptions()))
+        list(source.stream(f"SELECT {writing_function}() AS w", {}, QueryOptions()))
     assert refused.value.reason == "ReadOnlyTransaction"
     assert table_fingerprint(kind, typed_databases) == before
 
 
-def pg_active_queries(application_name: str) -> list[tuple[Any, ...]]:
-    return pg_rows(
-        "SELECT pid, state, query FROM pg_stat_activity "
-        "WHERE application_name = %s AND state <> 'idle'",
-        [application_name],
-    )
+class Consumer:
+    """Runs ``consume`` on another thread; ``outcome`` is what it ended with: None, or the
+    exception it raised."""
 
+    def __init__(self, consume: Callable[[], object]) -> None:
+        self.outcome: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(consume,))
+        self.thread.start()
 
-def mysql_active_queries(marker: str) -> list[tuple[Any, ...]]:
-    return mysql_rows(
-        "SELECT ID, COMMAND, INFO FROM information_schema.processlist "
-        "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
-        [f"%{marker}%"],
-    )
+    def _run(self, consume: Callable[[], object]) -> None:
+        try:
+            consume()
+        except BaseException as exc:
+            self.outcome = exc
 
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + SERVER_DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {SERVER_DEADLINE_SECONDS} s: {what}")
-        time.sleep(0.05)
-
-
-class ServerProbe:
-    """One source configured so its queries can be found in the server's activity view."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.marker = f"exportd_probe_{secrets.token_hex(4)}"
-        if kind == "postgres":
-            self.config = SourceConfig(
-                kind="postgres", dsn=f"{PG_DSN} application_name={self.marker}"
-            )
-        else:
-            self.config = SourceConfig(kind="mysql", dsn="mysql://root@127.0.0.1:3306/test")
-
-    def running(self) -> list[tuple[Any, ...]]:
-        """PostgreSQL: the session is not idle (a query runs, or a transaction holds the open
-        cursor between fetches); MySQL: a statement with the marker is in the processlist."""
-        if self.kind == "postgres":
-            return pg_active_queries(self.marker)
-        return mysql_active_queries(self.marker)
-
-    def sleep_query(self, seconds: int) -> str:
-        function = "pg_sleep" if self.kind == "postgres" else "SLEEP"
-        return f"SELECT {function}({seconds}) AS slept, '{self.marker}' AS marker"
-
-    def slow_stream_query(self) -> str:
-        """Many rows, each costing 10 ms on the server: the query is still producing when
-        the test cancels it. Rows are padded so MariaDB's 16 kB network buffer fills (and
-        the first rows leave the server) after a few rows, not after 5 seconds."""
-        if self.kind == "postgres":
-            return (
-                f"SELECT g, pg_sleep(0.01) AS s, '{self.marker}' AS marker "
-                "FROM generate_series(1, 100000) AS g"
-            )
-        return (
-            f"SELECT seq, SLEEP(0.01) AS s, '{self.marker}' AS marker, "
-            "REPEAT('x', 2000) AS padding FROM seq_1_to_100000"
-        )
+    def check_cancel_stops_it(self, source: Source, probe: ServerQueries, what: str) -> None:
+        """Cancels ``source`` from this thread: the consumer must end within the deadline
+        with Cancelled, and the server must stop running ``what``."""
+        source.cancel()
+        self.thread.join(SERVER_DEADLINE_SECONDS)
+        assert not self.thread.is_alive(), f"the {what} did not end after cancel()"
+        assert isinstance(self.outcome, Cancelled)
+        wait_until(lambda: probe.running() == [], f"the cancelled {what} is gone")
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 def test_statement_timeout_fails_clearly_and_leaves_no_query_on_the_server(kind: str) -> None:
     """A 30 s query under a 1 s statement timeout fails with reason StatementTimeout naming
     the limit, and the server no longer runs it."""
-    probe = ServerProbe(kind)
+    probe = ServerQueries(kind)
     with open_source(probe.config) as source:
         with pytest.raises(PermanentFailure) as failure:
             list(
@@ -266,32 +218,22 @@ def test_statement_timeout_fails_clearly_and_leaves_no_query_on_the_server(kind:
 def test_cancel_from_another_thread_stops_a_streaming_query_on_the_server(kind: str) -> None:
     """While one thread streams a long query (first batch received), another calls
     ``source.cancel()``: the stream ends with Cancelled and the server drops the query."""
-    probe = ServerProbe(kind)
+    probe = ServerQueries(kind)
     first_batch = threading.Event()
-    outcome: list[BaseException | None] = []
     source = open_source(probe.config)
 
     def consume() -> None:
-        try:
-            for _batch in source.stream(probe.slow_stream_query(), {}, QueryOptions(batch_rows=20)):
-                first_batch.set()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
+        for _batch in source.stream(probe.slow_stream_query(), {}, QueryOptions(batch_rows=20)):
+            first_batch.set()
 
-    consumer = threading.Thread(target=consume)
-    consumer.start()
+    consumer = Consumer(consume)
     try:
         assert first_batch.wait(SERVER_DEADLINE_SECONDS), "no batch arrived"
         assert probe.running() != [], "the query should be running on the server"
-        source.cancel()
-        consumer.join(SERVER_DEADLINE_SECONDS)
-        assert not consumer.is_alive(), "the stream did not end after cancel()"
-        assert isinstance(outcome[0], Cancelled)
-        wait_until(lambda: probe.running() == [], "the cancelled query is gone")
+        consumer.check_cancel_stops_it(source, probe, "query")
     finally:
         source.cancel()
-        consumer.join()
+        consumer.thread.join()
         source.close()
 
 
@@ -300,28 +242,14 @@ def test_cancel_interrupts_one_long_statement_on_the_server(kind: str) -> None:
     """A single 60 s statement (no batch boundary where the client could stop by itself) is
     interrupted by ``source.cancel()`` from another thread: the server cancels it, so the
     stream ends with Cancelled long before the 60 s are up, and the server runs nothing."""
-    probe = ServerProbe(kind)
-    outcome: list[BaseException | None] = []
+    probe = ServerQueries(kind)
     source = open_source(probe.config)
-
-    def consume() -> None:
-        try:
-            list(source.stream(probe.sleep_query(60), {}, QueryOptions()))
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
+    consumer = Consumer(lambda: list(source.stream(probe.sleep_query(60), {}, QueryOptions())))
     try:
         wait_until(lambda: probe.running() != [], "the long statement runs on the server")
-        source.cancel()
-        consumer.join(SERVER_DEADLINE_SECONDS)
-        assert not consumer.is_alive(), "the statement was not interrupted by cancel()"
-        assert isinstance(outcome[0], Cancelled)
-        wait_until(lambda: probe.running() == [], "the cancelled statement is gone")
+        consumer.check_cancel_stops_it(source, probe, "statement")
     finally:
-        consumer.join()
+        consumer.thread.join()
         source.close()
 
 
@@ -329,7 +257,7 @@ def test_cancel_interrupts_one_long_statement_on_the_server(kind: str) -> None:
 def test_abandoning_a_stream_early_stops_the_query_on_the_server(kind: str) -> None:
     """A consumer that stops after the first batch (a row limit, a writer error) closes the
     generator; the server must not keep producing the rest of the result."""
-    probe = ServerProbe(kind)
+    probe = ServerQueries(kind)
     with open_source(probe.config) as source:
         stream = cast(
             "Generator[pa.RecordBatch, None, None]",

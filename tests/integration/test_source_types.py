@@ -19,13 +19,13 @@ import pytest
 from exportd.errors import PermanentFailure
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.settings import SourceConfig
+from tests.integration.db_admin import mysql_execute, pg_execute
 from tests.integration.dbfixtures import (
     COLUMNS,
     SOURCE_KINDS,
     TYPED_ROWS_BY_ID,
     TypedDatabases,
     mysql_connect,
-    pg_connect,
     typed_databases_fixture,  # noqa: F401
 )
 
@@ -112,22 +112,18 @@ def test_empty_result_still_yields_one_batch_with_the_schema(
 @pytest.fixture
 def pg_odd_table(typed_databases: TypedDatabases) -> Iterator[str]:
     table = f"{typed_databases.schema}.pg_odd"
-    with pg_connect() as conn:
-        conn.execute(
-            f"CREATE TABLE {table} (k int, free numeric, wide numeric(50, 20), "
-            "small smallint, tiny_f real, j jsonb, u uuid, iv interval, arr int[], b bytea, "
-            "t time, ch char(3), nm name)"
-        )
-        conn.execute(
-            f"INSERT INTO {table} VALUES (1, 1.5, 123.456, 7, 1.5, "
-            """'{"a": [1, 2]}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '1 mon 2 days', """
-            "'{1,NULL,3}', '\\x00ff', '13:45:01.25', 'ab', 'nm'), "
-            "(2, 2.123456789012345, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-            "NULL, NULL)"
-        )
+    pg_execute(
+        f"CREATE TABLE {table} (k int, free numeric, wide numeric(50, 20), "
+        "small smallint, tiny_f real, j jsonb, u uuid, iv interval, arr int[], b bytea, "
+        "t time, ch char(3), nm name)",
+        f"INSERT INTO {table} VALUES (1, 1.5, 123.456, 7, 1.5, "
+        """'{"a": [1, 2]}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '1 mon 2 days', """
+        "'{1,NULL,3}', '\\x00ff', '13:45:01.25', 'ab', 'nm'), "
+        "(2, 2.123456789012345, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, NULL)",
+    )
     yield table
-    with pg_connect() as conn:
-        conn.execute(f"DROP TABLE {table}")
+    pg_execute(f"DROP TABLE {table}")
 
 
 def test_postgres_other_types_follow_the_documented_mapping(pg_odd_table: str) -> None:
@@ -186,32 +182,20 @@ def test_postgres_values_without_an_arrow_form_fail_with_a_clear_reason(
 @pytest.fixture
 def mysql_odd_table(typed_databases: TypedDatabases) -> Iterator[str]:
     table = f"{typed_databases.schema}.my_odd"
-    conn = mysql_connect()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SET SESSION sql_mode = ''")  # allows the zero dates apps still have
-            cursor.execute(
-                f"CREATE TABLE {table} (k INT, ubig BIGINT UNSIGNED, utiny TINYINT UNSIGNED, "
-                "small SMALLINT, zd DATE, zdt DATETIME, t TIME(2), bits BIT(8), flag BIT(1), "
-                "wide DECIMAL(50,20), j JSON, bin VARBINARY(4), e ENUM('a','b'), y YEAR, "
-                "f FLOAT, bool_col BOOL) CHARACTER SET utf8mb4"
-            )
-            cursor.execute(
-                f"INSERT INTO {table} VALUES (1, 18446744073709551615, 255, -32768, "
-                "'0000-00-00', '0000-00-00 00:00:00', '13:45:01.25', b'10000001', b'1', "
-                """123.456, '{"a": [1, 2]}', X'00ff', 'b', 2024, 1.5, TRUE), """
-                "(2, NULL, NULL, NULL, '2024-01-31', '2024-01-31 10:00:00', NULL, NULL, b'0', "
-                "12345678901234567890123456.123456789012345, NULL, NULL, NULL, NULL, NULL, 2)"
-            )
-    finally:
-        conn.close()
+    mysql_execute(
+        "SET SESSION sql_mode = ''",  # allows the zero dates apps still have
+        f"CREATE TABLE {table} (k INT, ubig BIGINT UNSIGNED, utiny TINYINT UNSIGNED, "
+        "small SMALLINT, zd DATE, zdt DATETIME, t TIME(2), bits BIT(8), flag BIT(1), "
+        "wide DECIMAL(50,20), j JSON, bin VARBINARY(4), e ENUM('a','b'), y YEAR, "
+        "f FLOAT, bool_col BOOL) CHARACTER SET utf8mb4",
+        f"INSERT INTO {table} VALUES (1, 18446744073709551615, 255, -32768, "
+        "'0000-00-00', '0000-00-00 00:00:00', '13:45:01.25', b'10000001', b'1', "
+        """123.456, '{"a": [1, 2]}', X'00ff', 'b', 2024, 1.5, TRUE), """
+        "(2, NULL, NULL, NULL, '2024-01-31', '2024-01-31 10:00:00', NULL, NULL, b'0', "
+        "12345678901234567890123456.123456789012345, NULL, NULL, NULL, NULL, NULL, 2)",
+    )
     yield table
-    conn = mysql_connect()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {table}")
-    finally:
-        conn.close()
+    mysql_execute(f"DROP TABLE {table}")
 
 
 def test_mysql_other_types_follow_the_documented_mapping(mysql_odd_table: str) -> None:

@@ -11,18 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pytest
-import yaml
 
 from exportd.errors import ExitCode
 from tests.integration.dbfixtures import (
@@ -32,16 +26,15 @@ from tests.integration.dbfixtures import (
     SOURCE_KINDS,
     TypedDatabases,
     closed_port,
-    mysql_rows,
-    pg_rows,
     typed_databases_fixture,  # noqa: F401
 )
+from tests.integration.exporter_children import Exporter, sheet_rows, spec_document
+from tests.integration.server_activity import ServerQueries, wait_until
 
 pytestmark = pytest.mark.integration
 
 MILLION = 1_000_000
 PEAK_RSS_LIMIT_BYTES = 300 * 1024 * 1024
-SERVER_DEADLINE_SECONDS = 15.0
 
 BULK_QUERIES = {
     "postgres": """
@@ -68,82 +61,6 @@ BULK_QUERIES = {
 }
 
 
-# Linux carries a process's peak RSS across exec, and a child spawned by pytest starts as a copy
-# of pytest's (200 MB+) address space, so its ru_maxrss would count pytest's memory. A small
-# launcher (fresh interpreter, ~10 MB) spawns the exporter and reads the exporter's own peak with
-# wait4; the launcher's own size can only make the figure larger, never smaller.
-RSS_LAUNCHER = """
-import json, os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(child.pid, 0)
-child.returncode = os.waitstatus_to_exitcode(status)
-with open(sys.argv[1], "w") as out:
-    json.dump({"returncode": child.returncode, "max_rss_kib": usage.ru_maxrss}, out)
-"""
-
-
-@dataclass
-class ChildRun:
-    returncode: int
-    events: list[dict[str, Any]]
-    stderr: str
-    max_rss_bytes: int
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.events[-1]
-
-
-@dataclass
-class Exporter:
-    """Runs the exporter module as a child with a test catalog and one source named ``db``."""
-
-    workdir: Path
-    env: dict[str, str]
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    def command(self, spec: dict[str, Any]) -> list[str]:
-        return [sys.executable, "-m", "exportd.exporter", "--spec-json", json.dumps(spec)]
-
-    def start(self, spec: dict[str, Any]) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.command(spec),
-            stdout=subprocess.PIPE,
-            stderr=(self.workdir / f"{spec['id']}.stderr").open("w"),
-            text=True,
-            env=self.env,
-        )
-
-    def run(self, spec: dict[str, Any]) -> ChildRun:
-        """Run to the end; the peak RSS is the exporter's own, read with ``wait4`` (see
-        :data:`RSS_LAUNCHER` for why a small launcher process does the waiting)."""
-        out_path = self.workdir / f"{spec['id']}.stdout"
-        err_path = self.workdir / f"{spec['id']}.stderr"
-        usage_path = self.workdir / f"{spec['id']}.rusage"
-        launcher = [sys.executable, "-c", RSS_LAUNCHER, str(usage_path)]
-        with out_path.open("w") as out, err_path.open("w") as err:
-            subprocess.run(
-                [*launcher, *self.command(spec)], stdout=out, stderr=err, env=self.env, check=False
-            )
-        usage = json.loads(usage_path.read_text())
-        return ChildRun(
-            returncode=usage["returncode"],
-            events=[json.loads(line) for line in out_path.read_text().splitlines()],
-            stderr=err_path.read_text(),
-            max_rss_bytes=usage["max_rss_kib"] * 1024,
-        )
-
-    def stored_file(self, run: ChildRun) -> Path:
-        return self.data_dir / "files" / str(run.last["objectKey"])
-
-    def published_files(self) -> list[Path]:
-        root = self.data_dir / "files"
-        return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
-
-
 def source_env(kind: str, databases: TypedDatabases, **overrides: str) -> dict[str, str]:
     settings = {"kind": kind}
     if kind == "postgres":
@@ -166,31 +83,17 @@ def exporter(tmp_path: Path, typed_databases: TypedDatabases) -> ExporterFactory
     def make(kind: str, types: dict[str, Any], **source_overrides: str) -> Exporter:
         workdir = tmp_path / kind
         workdir.mkdir(exist_ok=True)
-        catalog = workdir / "catalog.yaml"
-        catalog.write_text(yaml.safe_dump({"types": types}), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
-        env.update(
-            EXPORTD_DATA_DIR=str(workdir / "data"),
-            EXPORTD_CATALOG_PATH=str(catalog),
-            **source_env(kind, typed_databases, **source_overrides),
-        )
-        return Exporter(workdir, env)
+        sources = source_env(kind, typed_databases, **source_overrides)
+        return Exporter.with_catalog(workdir, types, sources)
 
     return make
 
 
-def spec(
-    export_type: str, file_name: str, variables: dict[str, Any], number: int = 1
-) -> dict[str, Any]:
-    return {
-        "id": f"exp-src-{export_type.lower()}-{number}",
-        "type": export_type,
-        "format": file_name.rsplit(".", 1)[1],
-        "fileName": file_name,
-        "variables": variables,
-        "requestedBy": "source-tests",
-        "requestedAt": datetime.now(UTC).isoformat(),
-    }
+def spec(export_type: str, file_name: str, variables: dict[str, Any]) -> dict[str, Any]:
+    export_id = f"exp-src-{export_type.lower()}-1"
+    return spec_document(
+        export_type, file_name, variables, export_id=export_id, requested_by="source-tests"
+    )
 
 
 def typed_type(databases: TypedDatabases) -> dict[str, Any]:
@@ -202,14 +105,6 @@ def typed_type(databases: TypedDatabases) -> dict[str, Any]:
         ),
         "variables": {"min_id": {"type": "integer"}},
     }
-
-
-def sheet_rows(path: Path) -> list[tuple[Any, ...]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        return [tuple(row) for row in book["Export"].iter_rows(values_only=True)]
-    finally:
-        book.close()
 
 
 def test_same_export_type_gives_the_same_xlsx_cells_from_all_three_databases(
@@ -264,66 +159,13 @@ def test_a_million_row_csv_export_stays_under_300_mb(exporter: ExporterFactory, 
     assert run.max_rss_bytes < PEAK_RSS_LIMIT_BYTES, f"peak RSS {run.max_rss_bytes / 2**20:.0f} MiB"
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + SERVER_DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {SERVER_DEADLINE_SECONDS} s: {what}")
-        time.sleep(0.05)
-
-
-class ServerView:
-    """Finds the exporter's query on the server: by application_name (PostgreSQL, any
-    non-idle state counts) or by a marker in the query text (MariaDB processlist)."""
-
-    def __init__(self, kind: str, marker: str) -> None:
-        self.kind, self.marker = kind, marker
-
-    def source_overrides(self) -> dict[str, str]:
-        if self.kind == "postgres":
-            return {"dsn": f"{PG_DSN} application_name={self.marker}"}
-        return {}
-
-    def busy(self) -> bool:
-        if self.kind == "postgres":
-            return bool(
-                pg_rows(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
-                    "AND state <> 'idle'",
-                    [self.marker],
-                )
-            )
-        return bool(
-            mysql_rows(
-                "SELECT ID FROM information_schema.processlist "
-                "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
-                [f"%{self.marker}%"],
-            )
-        )
-
-    def slow_stream_query(self) -> str:
-        if self.kind == "postgres":
-            return (
-                f"SELECT g, pg_sleep(0.01) AS s, '{self.marker}' AS marker "
-                "FROM generate_series(1, 100000) AS g"
-            )
-        return (
-            f"SELECT seq, SLEEP(0.01) AS s, '{self.marker}' AS marker, "
-            "REPEAT('x', 2000) AS padding FROM seq_1_to_100000"
-        )
-
-    def sleep_query(self, seconds: int) -> str:
-        function = "pg_sleep" if self.kind == "postgres" else "SLEEP"
-        return f"SELECT {function}({seconds}) AS slept, '{self.marker}' AS marker"
-
-
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 def test_sigterm_mid_export_cancels_the_query_on_the_server_and_exits_75(
     exporter: ExporterFactory, kind: str
 ) -> None:
     """SIGTERM after the first progress event: the exporter exits 75 with reason Cancelled,
     publishes no file, and the server stops running its query."""
-    view = ServerView(kind, f"exportd_sigterm_{kind}_{os.getpid()}")
+    view = ServerQueries(kind, f"exportd_sigterm_{kind}_{os.getpid()}")
     slow = {"source": "db", "query": view.slow_stream_query()}
     runner = exporter(kind, {"slow": slow}, **view.source_overrides())
     runner.env["EXPORTD_BATCH_ROWS"] = "20"
@@ -353,7 +195,7 @@ def test_statement_timeout_exits_3_with_reason_and_leaves_no_query(
 ) -> None:
     """An export type with statementTimeoutSeconds 1 running a 30 s query: exit 3, reason
     StatementTimeout, no file, and nothing left running on the server."""
-    view = ServerView(kind, f"exportd_timeout_{kind}_{os.getpid()}")
+    view = ServerQueries(kind, f"exportd_timeout_{kind}_{os.getpid()}")
     sleepy = {"source": "db", "query": view.sleep_query(30), "statementTimeoutSeconds": 1}
     runner = exporter(kind, {"sleepy": sleepy}, **view.source_overrides())
     run = runner.run(spec("sleepy", "sleepy.xlsx", {}))

@@ -9,9 +9,6 @@ that down, so the day it does, these tests are due for a stronger race test like
 from __future__ import annotations
 
 import hashlib
-import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,15 @@ from exportd.errors import PermanentFailure, TransientFailure
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS, CommonSettings, StorageConfig
 from exportd.storage import storage_from_settings
 from exportd.storage.gcs import GcsStorage
+from tests.integration import storage_servers
+from tests.integration.storage_checks import (
+    CSV,
+    check_publish_and_download,
+    check_second_publish_keeps_the_first,
+    publish_one_byte,
+    thirty_day_link_query,
+    upload_in_progress,
+)
 from tests.integration.storage_servers import (
     MiB,
     RecordedRequest,
@@ -30,15 +36,11 @@ from tests.integration.storage_servers import (
     ServerProcess,
     free_port,
     start_gcs_emulator,
-    start_publisher,
-    storage_env,
-    wait_for,
     write_random,
     write_service_account,
 )
 
 pytestmark = pytest.mark.integration
-CSV = "text/csv; charset=utf-8"
 BUCKET = "exports-gcs-test"
 
 
@@ -57,19 +59,7 @@ def proxy(emulator: ServerProcess) -> Iterator[RecordingProxy]:
 
 
 def gcs_config(url: str, credentials: Path, **overrides: Any) -> StorageConfig:
-    values: dict[str, Any] = {
-        "kind": "gcs",
-        "bucket": BUCKET,
-        "prefix": f"t-{uuid.uuid4().hex[:8]}/",  # one emulator, a fresh namespace per test
-        "endpoint_url": url,
-        "credentials_file": credentials,
-        "anonymous": True,
-        "multipart_threshold_bytes": 5 * MiB,
-        "part_size_bytes": 5 * MiB,
-        "max_attempts": 2,
-        "timeout_seconds": 10,
-    }
-    return StorageConfig.model_validate(values | overrides)
+    return storage_servers.gcs_config(url, BUCKET, credentials, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +83,6 @@ def storage(config: StorageConfig, tmp_path: Path) -> GcsStorage:
     return make_storage(config, tmp_path)
 
 
-def download(url: str) -> tuple[bytes, Any]:
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - loopback http
-        return response.read(), response.headers
-
-
 def uploads(proxy: RecordingProxy) -> list[RecordedRequest]:
     return [r for r in proxy.requests if r.path.startswith("/upload/")]
 
@@ -106,26 +91,14 @@ def uploads(proxy: RecordingProxy) -> list[RecordedRequest]:
 def test_published_file_downloads_by_v4_signed_link_with_same_sha256(
     storage: GcsStorage, proxy: RecordingProxy, tmp_path: Path, size: int
 ) -> None:
-    path = tmp_path / "file.csv"
-    sha256 = write_random(path, size)
-    key = "exports/exp-1/Übersicht März.csv"
-    stored = storage.publish(
-        path, key, content_type=CSV, download_name="Übersicht März.csv", sha256=sha256
-    )
-    assert (stored.key, stored.size, stored.sha256, stored.created) == (key, size, sha256, True)
-    url, expires = storage.signed_url(key, expires_in=3600, download_name="Übersicht März.csv")
+    """Published by a simple or a resumable upload, a file downloads by a V4 signed link
+    (GOOG4-RSA-SHA256, 3600 s) with the same SHA-256, content type and file name (see
+    :func:`check_publish_and_download`); the upload started with the expected upload type and
+    ``ifGenerationMatch=0``, a 12 MiB one in three chunks."""
+    url = check_publish_and_download(storage, tmp_path, size)
     query = parse_qs(urlsplit(url).query)
     assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
     assert query["X-Goog-Expires"] == ["3600"]
-    assert abs(expires - (time.time() + 3600)) < 60
-    data, headers = download(url)
-    assert hashlib.sha256(data).hexdigest() == sha256
-    assert headers["Content-Type"] == CSV
-    assert headers["Content-Disposition"] == (
-        'attachment; filename="_bersicht M_rz.csv"; '
-        "filename*=UTF-8''%C3%9Cbersicht%20M%C3%A4rz.csv"
-    )
-    assert b"".join(storage.open_read(key)) == data
     kind = "resumable" if size >= 5 * MiB else "multipart"
     [start] = [r for r in uploads(proxy) if r.method == "POST"]
     start_query = parse_qs(urlsplit(start.path).query)
@@ -136,18 +109,10 @@ def test_published_file_downloads_by_v4_signed_link_with_same_sha256(
 
 
 def test_link_expiry_is_capped_at_seven_days(storage: GcsStorage, tmp_path: Path) -> None:
-    path = tmp_path / "f.csv"
-    path.write_bytes(b"x")
-    storage.publish(
-        path,
-        "k/f.csv",
-        content_type=CSV,
-        download_name="f.csv",
-        sha256=hashlib.sha256(b"x").hexdigest(),
-    )
-    url, expires = storage.signed_url("k/f.csv", expires_in=30 * 86400, download_name="f.csv")
-    assert parse_qs(urlsplit(url).query)["X-Goog-Expires"] == [str(MAX_LINK_EXPIRY_SECONDS)]
-    assert expires <= time.time() + MAX_LINK_EXPIRY_SECONDS + 1
+    """A link asked for 30 days is signed for the 7-day maximum (X-Goog-Expires) and expires
+    no later than that."""
+    query = thirty_day_link_query(storage, tmp_path)
+    assert query["X-Goog-Expires"] == [str(MAX_LINK_EXPIRY_SECONDS)]
 
 
 def test_the_emulator_ignores_if_generation_match(storage: GcsStorage, tmp_path: Path) -> None:
@@ -172,28 +137,21 @@ def test_412_from_the_store_reports_the_existing_object(
 ) -> None:
     """The first export run stored the file; when the second run's upload is answered
     412 Precondition Failed, publish reports the first object (created=False) and leaves it."""
-    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    sha_first, sha_second = write_random(first, size), write_random(second, size)
-    key = "exports/exp-2/data.csv"
-    storage.publish(first, key, content_type=CSV, download_name="data.csv", sha256=sha_first)
-    proxy.refuse = lambda r: r.path.startswith("/upload/") and "ifGenerationMatch=0" in r.path
-    again = storage.publish(
-        second, key, content_type=CSV, download_name="data.csv", sha256=sha_second
-    )
-    assert (again.created, again.size, again.sha256) == (False, size, sha_first)
-    assert hashlib.sha256(b"".join(storage.open_read(key))).hexdigest() == sha_first
+
+    def refuse_create_only_uploads() -> None:
+        proxy.refuse = lambda r: r.path.startswith("/upload/") and "ifGenerationMatch=0" in r.path
+
+    check_second_publish_keeps_the_first(storage, tmp_path, size, refuse_create_only_uploads)
 
 
 def test_sigkill_during_200mb_resumable_upload_leaves_no_object(
     storage: GcsStorage, config: StorageConfig, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
-    path = tmp_path / "big.csv"
-    sha256 = write_random(path, 200 * MiB)
+    """A publisher killed (SIGKILL) after two chunks of a 200 MB resumable upload leaves no
+    object; there is no incomplete upload to abort."""
     key = "exports/exp-kill/big.csv"
-    child = start_publisher(storage_env(config, tmp_path), path, key, sha256)
     chunks = lambda: len([r for r in uploads(proxy) if r.method == "PUT"])  # noqa: E731
-    wait_for(lambda: child.poll() is not None or chunks() >= 2, what="two chunks uploaded")
-    assert child.poll() is None, "the upload finished before it could be killed"
+    child = upload_in_progress(config, tmp_path, 200 * MiB, key, lambda: chunks() >= 2, "2 chunks")
     child.kill()
     child.communicate()
     assert not storage.exists(key)
@@ -213,16 +171,9 @@ def test_file_not_matching_its_sha256_is_not_published(
 
 
 def test_unreachable_store_is_a_transient_failure(credentials: Path, tmp_path: Path) -> None:
+    """Nothing listens at the endpoint: publish fails with TransientFailure StorageUnavailable."""
     config = gcs_config(f"http://127.0.0.1:{free_port()}", credentials, timeout_seconds=1)
     storage = make_storage(config, tmp_path)
-    path = tmp_path / "f.csv"
-    path.write_bytes(b"x")
     with pytest.raises(TransientFailure) as caught:
-        storage.publish(
-            path,
-            "k/f.csv",
-            content_type=CSV,
-            download_name="f.csv",
-            sha256=hashlib.sha256(b"x").hexdigest(),
-        )
+        publish_one_byte(storage, tmp_path / "f.csv")
     assert caught.value.reason == "StorageUnavailable"

@@ -7,13 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from mypy_boto3_s3 import S3Client
@@ -22,46 +17,34 @@ from exportd.errors import PermanentFailure, TransientFailure
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS, CommonSettings, StorageConfig
 from exportd.storage import storage_from_settings
 from exportd.storage.s3 import S3Storage, make_s3_client
+from tests.integration.server_fixtures import moto_fixture, s3_bucket_fixture  # noqa: F401
+from tests.integration.storage_checks import (
+    CSV,
+    check_publish_and_download,
+    check_second_publish_keeps_the_first,
+    publish_one_byte,
+    thirty_day_link_query,
+    upload_in_progress,
+)
 from tests.integration.storage_servers import (
     MiB,
     ServerProcess,
     free_port,
+    release_together,
     s3_config,
-    start_moto,
     start_publisher,
     storage_env,
-    wait_for,
     write_random,
 )
 
 pytestmark = pytest.mark.integration
-CSV = "text/csv; charset=utf-8"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[ServerProcess]:
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def config(moto: ServerProcess) -> StorageConfig:
-    bucket = f"exports-{uuid.uuid4().hex[:12]}"
-    make_s3_client(s3_config(moto.url, bucket)).create_bucket(Bucket=bucket)
-    return s3_config(moto.url, bucket)
-
-
-@pytest.fixture
-def storage(config: StorageConfig, tmp_path: Path) -> S3Storage:
-    built = storage_from_settings(CommonSettings(storage=config, data_dir=tmp_path))
+def storage(s3_bucket: StorageConfig, tmp_path: Path) -> S3Storage:
+    built = storage_from_settings(CommonSettings(storage=s3_bucket, data_dir=tmp_path))
     assert isinstance(built, S3Storage)
     return built
-
-
-def download(url: str) -> tuple[bytes, Any]:
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - loopback http
-        return response.read(), response.headers
 
 
 def pending_uploads(client: S3Client, bucket: str) -> list[str]:
@@ -72,59 +55,28 @@ def pending_uploads(client: S3Client, bucket: str) -> list[str]:
 def test_published_file_downloads_by_presigned_link_with_same_sha256(
     storage: S3Storage, tmp_path: Path, size: int
 ) -> None:
-    path = tmp_path / "file.csv"
-    sha256 = write_random(path, size)
-    key = "exports/exp-1/Übersicht März.csv"
-    stored = storage.publish(
-        path, key, content_type=CSV, download_name="Übersicht März.csv", sha256=sha256
-    )
-    assert (stored.key, stored.size, stored.sha256, stored.created) == (key, size, sha256, True)
-    url, expires = storage.signed_url(key, expires_in=3600, download_name="Übersicht März.csv")
+    """Published in one PUT or in parts, a file downloads by a presigned link on the store's
+    endpoint with the same SHA-256, content type and file name (see
+    :func:`check_publish_and_download`), and no incomplete upload is left."""
+    url = check_publish_and_download(storage, tmp_path, size)
     assert url.startswith(storage.client.meta.endpoint_url)
-    assert abs(expires - (time.time() + 3600)) < 60
-    data, headers = download(url)
-    assert hashlib.sha256(data).hexdigest() == sha256
-    assert headers["Content-Type"] == CSV
-    assert headers["Content-Disposition"] == (
-        'attachment; filename="_bersicht M_rz.csv"; '
-        "filename*=UTF-8''%C3%9Cbersicht%20M%C3%A4rz.csv"
-    )
-    assert b"".join(storage.open_read(key)) == data
     assert pending_uploads(storage.client, storage.bucket) == []
 
 
 def test_link_expiry_is_capped_at_seven_days(storage: S3Storage, tmp_path: Path) -> None:
-    path = tmp_path / "f.csv"
-    storage.publish(
-        path_with(path, b"x"),
-        "k/f.csv",
-        content_type=CSV,
-        download_name="f.csv",
-        sha256=hashlib.sha256(b"x").hexdigest(),
-    )
-    url, expires = storage.signed_url("k/f.csv", expires_in=30 * 86400, download_name="f.csv")
-    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == [str(MAX_LINK_EXPIRY_SECONDS)]
-    assert expires <= time.time() + MAX_LINK_EXPIRY_SECONDS + 1
-
-
-def path_with(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
+    """A link asked for 30 days is signed for the 7-day maximum (X-Amz-Expires) and expires
+    no later than that."""
+    query = thirty_day_link_query(storage, tmp_path)
+    assert query["X-Amz-Expires"] == [str(MAX_LINK_EXPIRY_SECONDS)]
 
 
 @pytest.mark.parametrize("size", [1000, 12 * MiB], ids=["single-put", "multipart"])
 def test_second_publish_keeps_the_first_object_and_reports_it(
     storage: S3Storage, tmp_path: Path, size: int
 ) -> None:
-    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    sha_first, sha_second = write_random(first, size), write_random(second, size)
-    key = "exports/exp-2/data.csv"
-    storage.publish(first, key, content_type=CSV, download_name="data.csv", sha256=sha_first)
-    again = storage.publish(
-        second, key, content_type=CSV, download_name="data.csv", sha256=sha_second
-    )
-    assert (again.created, again.size, again.sha256) == (False, size, sha_first)
-    assert hashlib.sha256(b"".join(storage.open_read(key))).hexdigest() == sha_first
+    """A second publish to a taken key reports the first object (created=False, its size and
+    SHA-256), the first bytes stay, and no incomplete upload is left."""
+    check_second_publish_keeps_the_first(storage, tmp_path, size)
     assert pending_uploads(storage.client, storage.bucket) == []
 
 
@@ -134,18 +86,18 @@ def test_second_publish_keeps_the_first_object_and_reports_it(
     ids=["single-put", "multipart"],
 )
 def test_object_created_just_before_our_write_wins_by_the_store_precondition(
-    storage: S3Storage, config: StorageConfig, tmp_path: Path, size: int, operation: str
+    storage: S3Storage, s3_bucket: StorageConfig, tmp_path: Path, size: int, operation: str
 ) -> None:
     """Another writer creates the key right before our final request goes out (after our
     existence check): moto's If-None-Match check answers 412, we report created=False, the
     other object stays, and our multipart upload is aborted."""
-    rival = make_s3_client(config)
+    rival = make_s3_client(s3_bucket)
     key = "exports/exp-3/data.csv"
 
     def rival_writes_first(**_: Any) -> None:
         storage.client.meta.events.unregister(f"before-call.s3.{operation}", rival_writes_first)
         rival.put_object(
-            Bucket=config.bucket or "", Key=key, Body=b"rival", Metadata={"sha256": "r"}
+            Bucket=s3_bucket.bucket or "", Key=key, Body=b"rival", Metadata={"sha256": "r"}
         )
 
     storage.client.meta.events.register(f"before-call.s3.{operation}", rival_writes_first)
@@ -159,23 +111,17 @@ def test_object_created_just_before_our_write_wins_by_the_store_precondition(
 
 @pytest.mark.parametrize("size", [MiB, 12 * MiB], ids=["single-put", "multipart"])
 def test_two_processes_racing_publish_one_object(
-    storage: S3Storage, config: StorageConfig, tmp_path: Path, size: int
+    storage: S3Storage, s3_bucket: StorageConfig, tmp_path: Path, size: int
 ) -> None:
     """Two exporter processes publish different files to one key at the same moment: one
     creates it, the other reports the winner's object; the stored bytes are the winner's."""
-    env = storage_env(config, tmp_path)
+    env = storage_env(s3_bucket, tmp_path)
     go = tmp_path / "go"
     key = "exports/exp-race/race.csv"
     files = [tmp_path / "one.csv", tmp_path / "two.csv"]
     hashes = [write_random(path, size) for path in files]
     children = [start_publisher(env, p, key, h, go) for p, h in zip(files, hashes, strict=True)]
-    time.sleep(0.1)  # both started (not a timing assertion: a late child only loses earlier)
-    go.touch()
-    results = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        results.append(json.loads(out))
+    results = [json.loads(out) for out in release_together(children, go)]
     assert sorted(r["created"] for r in results) == [False, True]
     winner = next(h for h, r in zip(hashes, results, strict=True) if r["created"])
     assert [r["sha256"] for r in results] == [winner, winner]
@@ -193,17 +139,14 @@ def _parts_uploaded(storage: S3Storage, key: str) -> int:
 
 
 def test_sigkill_during_200mb_multipart_upload_leaves_no_object_and_housekeeping_aborts_it(
-    storage: S3Storage, config: StorageConfig, tmp_path: Path
+    storage: S3Storage, s3_bucket: StorageConfig, tmp_path: Path
 ) -> None:
-    path = tmp_path / "big.csv"
-    sha256 = write_random(path, 200 * MiB)
+    """A publisher killed (SIGKILL) after two parts of a 200 MB upload leaves no object but
+    one incomplete upload, which housekeeping's abort_stale_uploads then aborts."""
     key = "exports/exp-kill/big.csv"
-    child = start_publisher(storage_env(config, tmp_path), path, key, sha256)
-    wait_for(
-        lambda: child.poll() is not None or _parts_uploaded(storage, key) >= 2,
-        what="two parts uploaded",
+    child = upload_in_progress(
+        s3_bucket, tmp_path, 200 * MiB, key, lambda: _parts_uploaded(storage, key) >= 2, "2 parts"
     )
-    assert child.poll() is None, "the upload finished before it could be killed"
     child.kill()
     child.communicate()
     assert not storage.exists(key)
@@ -216,19 +159,14 @@ def test_sigkill_during_200mb_multipart_upload_leaves_no_object_and_housekeeping
 
 
 def test_interrupt_during_multipart_upload_aborts_it(
-    storage: S3Storage, config: StorageConfig, tmp_path: Path
+    storage: S3Storage, s3_bucket: StorageConfig, tmp_path: Path
 ) -> None:
     """SIGINT raises KeyboardInterrupt inside the upload: the finally aborts the upload, so
     neither an object nor an incomplete upload remains."""
-    path = tmp_path / "big.csv"
-    sha256 = write_random(path, 60 * MiB)
     key = "exports/exp-int/big.csv"
-    child = start_publisher(storage_env(config, tmp_path), path, key, sha256)
-    wait_for(
-        lambda: child.poll() is not None or _parts_uploaded(storage, key) >= 1,
-        what="one part uploaded",
+    child = upload_in_progress(
+        s3_bucket, tmp_path, 60 * MiB, key, lambda: _parts_uploaded(storage, key) >= 1, "1 part"
     )
-    assert child.poll() is None, "the upload finished before it could be interrupted"
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode != 0 and "KeyboardInterrupt" in err
@@ -250,28 +188,19 @@ def test_file_not_matching_its_sha256_is_not_published(
 
 
 def test_unreachable_store_is_a_transient_failure_after_bounded_retries(tmp_path: Path) -> None:
+    """Nothing listens at the endpoint: publish fails with TransientFailure StorageUnavailable
+    (a retry may help)."""
     config = s3_config(f"http://127.0.0.1:{free_port()}", "exports-nowhere")
     storage = S3Storage.from_settings(CommonSettings(storage=config, data_dir=tmp_path))
     with pytest.raises(TransientFailure) as caught:
-        storage.publish(
-            path_with(tmp_path / "f.csv", b"x"),
-            "k/f.csv",
-            content_type=CSV,
-            download_name="f.csv",
-            sha256=hashlib.sha256(b"x").hexdigest(),
-        )
+        publish_one_byte(storage, tmp_path / "f.csv")
     assert caught.value.reason == "StorageUnavailable"
 
 
 def test_missing_bucket_is_a_permanent_failure(moto: ServerProcess, tmp_path: Path) -> None:
+    """The store answers but the bucket does not exist: PermanentFailure StorageRejected."""
     config = s3_config(moto.url, "exports-missing-bucket")
     storage = S3Storage.from_settings(CommonSettings(storage=config, data_dir=tmp_path))
     with pytest.raises(PermanentFailure) as caught:
-        storage.publish(
-            path_with(tmp_path / "f.csv", b"x"),
-            "k/f.csv",
-            content_type=CSV,
-            download_name="f.csv",
-            sha256=hashlib.sha256(b"x").hexdigest(),
-        )
+        publish_one_byte(storage, tmp_path / "f.csv")
     assert caught.value.reason == "StorageRejected"

@@ -6,50 +6,34 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exportd.settings import CommonSettings
-from exportd.storage.s3 import S3Storage, make_s3_client
+from exportd.settings import CommonSettings, StorageConfig
+from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
-from tests.integration.storage_servers import ServerProcess, s3_config, start_moto, storage_env
+from tests.integration.server_fixtures import moto_fixture, s3_bucket_fixture  # noqa: F401
+from tests.integration.storage_servers import finish_children, storage_env
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[ServerProcess]:
-    server = start_moto()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def storage(moto: ServerProcess, tmp_path: Path) -> S3Storage:
-    bucket = f"exports-{uuid.uuid4().hex[:12]}"
-    config = s3_config(moto.url, bucket)
-    make_s3_client(config).create_bucket(Bucket=bucket)
-    return S3Storage.from_settings(CommonSettings(storage=config, data_dir=tmp_path))
-
-
 def test_two_exporters_for_one_export_store_one_object(
-    storage: S3Storage,
+    s3_bucket: StorageConfig,
     run_exporter_subprocess: ExporterProcess,
     make_export_spec: SpecFactory,
     tmp_path: Path,
 ) -> None:
-    config = s3_config(storage.client.meta.endpoint_url, storage.bucket)
-    run_exporter_subprocess.env |= storage_env(config, tmp_path)
+    """Two exporter processes for one export id, both exit 0: one created the object, both
+    report its key and one SHA-256, the stored bytes have it, and the export's prefix holds
+    exactly that one object."""
+    storage = S3Storage.from_settings(CommonSettings(storage=s3_bucket, data_dir=tmp_path))
+    run_exporter_subprocess.env |= storage_env(s3_bucket, tmp_path)
     spec = make_export_spec(file_name="users.csv", id=f"exp-{uuid.uuid4().hex[:12]}")
     spec_json = spec.model_dump_json(by_alias=True)
     children = [run_exporter_subprocess.start("--spec-json", spec_json) for _ in range(2)]
-    results = []
-    for child in children:
-        out, err = child.communicate(timeout=180)
-        assert child.returncode == 0, err
-        results.append(parse_events(out)[-1])
+    results = [parse_events(out)[-1] for out in finish_children(children, timeout=180)]
     assert [r["event"] for r in results] == ["result", "result"]
     assert sorted(r["created"] for r in results) == [False, True]
     assert {r["objectKey"] for r in results} == {spec.object_key}
