@@ -167,14 +167,9 @@ def requested_at_of(body: Mapping[str, Any]) -> datetime:
 def export_spec_from_body(body: Mapping[str, Any]) -> ExportSpec:
     """CR -> the exporter's order. The id is the CR's name."""
     request = request_spec_of(body)
-    return ExportSpec(
-        id=metadata(body).get("name", ""),
-        type=request.type,
-        format=request.resolved_format,
-        return_type=request.return_type,
-        file_name=request.file_name,
-        variables=dict(request.variables),
-        email=request.email,
+    return ExportSpec.from_request(
+        request,
+        export_id=metadata(body).get("name", ""),
         requested_by=requester_of(body),
         requested_at=requested_at_of(body),
         cancel=request.cancel,
@@ -185,17 +180,8 @@ def body_from_export_spec(
     spec: ExportSpec, namespace: str, *, labels: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The order -> a CR body ready to create (no status: the status subresource ignores it)."""
-    request = ExportRequestSpec(
-        type=spec.type,
-        format=spec.format,
-        return_type=spec.return_type,
-        file_name=spec.file_name,
-        variables=dict(spec.variables),
-        email=spec.email,
-        requested_by=spec.requested_by,
-        requested_at=spec.requested_at,
-        cancel=spec.cancel,
-    )
+    # The CR's spec is the order without its id: the id is the CR's name.
+    request = ExportRequestSpec.model_validate(spec.model_dump(exclude={"id"}))
     spec_json = request.to_json_dict()
     spec_json["requestedAt"] = rfc3339(spec.requested_at, precise=True)
     return {

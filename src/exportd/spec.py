@@ -168,9 +168,12 @@ class ExportSpec(CamelModel):
         requested_by: str,
         export_id: str | None = None,
         requested_at: datetime | None = None,
+        cancel: bool = False,
     ) -> ExportSpec:
+        """The order for ``body`` (an API body or a CR's spec): a new id unless one is given,
+        requested now unless a time is given."""
         return cls(
-            id=export_id or new_export_id(),
+            id=new_export_id() if export_id is None else export_id,
             type=body.type,
             format=body.resolved_format,
             return_type=body.return_type,
@@ -179,6 +182,7 @@ class ExportSpec(CamelModel):
             email=body.email,
             requested_by=requested_by,
             requested_at=requested_at or utc_now(),
+            cancel=cancel,
         )
 
     @property

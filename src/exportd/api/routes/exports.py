@@ -9,9 +9,10 @@ admin scope sees everyone's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from exportd.api.auth import PrincipalDep
@@ -26,10 +27,11 @@ from exportd.api.models import (
     SyncUrlResponse,
 )
 from exportd.api.problems import problem_response
-from exportd.api.protection import ProtectionDep
+from exportd.api.protection import Protection, ProtectionDep, Respond
 from exportd.delivery import FAILURE_REASONS as DELIVERY_FAILURE_REASONS
 from exportd.errors import Forbidden
 from exportd.spec import ExportRequestBody, ExportSpec, ExportStatus, Phase, ReturnType
+from exportd.tokens import Principal
 
 router = APIRouter()
 
@@ -70,19 +72,49 @@ _FAILURE_STATUS = {
 }
 
 
+RequestBody = Annotated[ExportRequestBody, Body(openapi_examples=REQUEST_EXAMPLES)]
+
+
+@dataclass(frozen=True)
+class NewExport:
+    """What both create routes take from a request, and the one way they start an export."""
+
+    body: ExportRequestBody
+    principal: Principal
+    context: ApiContext
+    protection: Protection
+    idempotency_key: str | None
+
+    async def start(self, route: str, respond: Respond) -> Response:
+        return await self.protection.create(
+            self.context, self.body, self.principal, self.idempotency_key, route, respond
+        )
+
+
+async def new_export(
+    body: RequestBody,
+    principal: PrincipalDep,
+    context: ContextDep,
+    protection: ProtectionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> NewExport:
+    """The create routes' inputs, declared once; FastAPI validates and documents a dependency's
+    parameters as the route's own, so both routes' OpenAPI entries are unchanged."""
+    return NewExport(body, principal, context, protection, idempotency_key)
+
+
+NewExportDep = Annotated[NewExport, Depends(new_export)]
+
+
 @router.post(
     "/export",
     response_model=SyncUrlResponse | SyncEmailResponse,
     responses={202: {"model": AcceptedResponse}, **_PROBLEMS},
     summary="Export and wait: the link (or e-mail) when done, 202 past the wait",
 )
-async def export_and_wait(
-    body: Annotated[ExportRequestBody, Body(openapi_examples=REQUEST_EXAMPLES)],
-    principal: PrincipalDep,
-    context: ContextDep,
-    protection: ProtectionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def export_and_wait(new: NewExportDep) -> Response:
+    context = new.context
+
     async def wait_and_answer(spec: ExportSpec) -> Response:
         wait = context.settings.sync_wait_seconds
         status = await context.backend.wait_until_terminal(spec.id, wait)
@@ -93,9 +125,7 @@ async def export_and_wait(
         accepted = AcceptedResponse(id=spec.id, status_url=context.status_url(spec.id))
         return JSONResponse(accepted.to_json_dict(), status_code=202)
 
-    return await protection.create(
-        context, body, principal, idempotency_key, "/export", wait_and_answer
-    )
+    return await new.start("/export", wait_and_answer)
 
 
 def _success_body(context: ApiContext, spec: ExportSpec, status: ExportStatus) -> dict[str, Any]:
@@ -125,21 +155,17 @@ def _failure(spec: ExportSpec, status: ExportStatus) -> JSONResponse:
     responses=_PROBLEMS,
     summary="Start an export; follow it at the Location",
 )
-async def create_export(
-    body: Annotated[ExportRequestBody, Body(openapi_examples=REQUEST_EXAMPLES)],
-    principal: PrincipalDep,
-    context: ContextDep,
-    protection: ProtectionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_export(new: NewExportDep) -> Response:
+    context = new.context
+
     async def answer(spec: ExportSpec) -> Response:
-        view = await context.backend.get(spec.id, principal.sub)
+        view = await context.backend.get(spec.id, new.principal.sub)
         location = context.status_url(spec.id)
         return JSONResponse(
             context.resource(view).to_json_dict(), status_code=202, headers={"Location": location}
         )
 
-    return await protection.create(context, body, principal, idempotency_key, EXPORTS_ROUTE, answer)
+    return await new.start(EXPORTS_ROUTE, answer)
 
 
 @router.get(

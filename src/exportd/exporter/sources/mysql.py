@@ -42,7 +42,7 @@ NULL literal                                string (all NULL)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -53,12 +53,12 @@ from pymysql.constants import FIELD_TYPE, FLAG
 from pymysql.converters import conversions
 from pymysql.cursors import SSCursor
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.exporter.sources import arrowtypes as at
 from exportd.exporter.sources.arrowtypes import ColumnPlan
-from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.exporter.sources.base import QueryOptions
+from exportd.exporter.sources.server import ServerSource, dsn_arguments
 from exportd.settings import SourceConfig
-from exportd.sqlparams import to_pyformat
 
 CONNECT_TIMEOUT_SECONDS = 10
 KILL_CONNECT_TIMEOUT_SECONDS = 5
@@ -102,49 +102,33 @@ QUERY_INTERRUPTED = 1317
 UNKNOWN_DATABASE = 1049
 
 
-class MySQLSource(Source):
+class MySQLSource(ServerSource[SSCursor, pymysql.Error]):
     """One PyMySQL connection; one streamed query at a time."""
 
+    driver_error = pymysql.Error
+    cancelled_ending = "killed on the server"
+    timeout_ending = "was stopped by the server"
+
     def __init__(self, arguments: dict[str, Any]) -> None:
+        super().__init__()
         self._arguments = arguments
         self._conn = open_connection(arguments)
         self._thread_id: int = self._conn.thread_id()
         self._mariadb = "mariadb" in self._conn.get_server_info().lower()
-        self._cancel_requested = False
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> MySQLSource:
         return cls(connection_arguments(config))
 
-    def stream(
-        self, sql: str, params: Mapping[str, Any], options: QueryOptions
-    ) -> Iterator[pa.RecordBatch]:
-        self._raise_if_cancelled()
-        self._reconnect_if_closed()
-        finished = False
-        cursor: SSCursor | None = None
-        try:
-            self._session(options)
-            cursor = self._conn.cursor(SSCursor)
-            cursor.execute(to_pyformat(sql), driver_params(params))
-            yield from self._batches(cursor, options)
-            cursor.close()
-            finished = True
-        except pymysql.Error as exc:
-            raise self._query_failure(exc, options) from exc
-        finally:
-            if not finished:
-                self._abandon(cursor)
-
-    def cancel(self) -> None:
-        """Kill the running query from a second connection (safe from another thread)."""
-        self._cancel_requested = True
-        self._kill_query()
-
     def close(self) -> None:
         if self._conn.open:
             with contextlib.suppress(pymysql.Error, OSError):
                 self._conn.close()
+
+    def _open_cursor(self, options: QueryOptions) -> SSCursor:
+        self._reconnect_if_closed()
+        self._session(options)
+        return self._conn.cursor(SSCursor)
 
     def _session(self, options: QueryOptions) -> None:
         with self._conn.cursor() as cursor:
@@ -157,20 +141,20 @@ class MySQLSource(Source):
             else:
                 cursor.execute("SET SESSION max_execution_time = %s", (seconds * 1000,))
 
-    def _batches(self, cursor: SSCursor, options: QueryOptions) -> Iterator[pa.RecordBatch]:
+    def _driver_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return driver_params(params)
+
+    def _column_plans(self, cursor: SSCursor) -> list[ColumnPlan]:
         # PyMySQL keeps flags and charsets (needed for UNSIGNED and binary) on its result.
         fields = cursor._result.fields if cursor._result else []
-        plans = [column_plan(field) for field in fields]
-        sent_any = False
-        while True:
-            self._raise_if_cancelled()
-            rows = cursor.fetchmany(options.batch_rows)
-            if not rows:
-                break
-            sent_any = True
-            yield at.rows_to_batch(rows, plans)
-        if not sent_any:
-            yield at.empty_batch(plans)
+        return [column_plan(field) for field in fields]
+
+    def _finish(self, cursor: SSCursor) -> None:
+        cursor.close()
+
+    def _release(self, cursor: SSCursor | None, *, finished: bool) -> None:
+        if not finished:
+            self._abandon(cursor)
 
     def _abandon(self, cursor: SSCursor | None) -> None:
         """Stop a result that is still streaming: kill the query on the server and drop the
@@ -178,11 +162,12 @@ class MySQLSource(Source):
         result = cursor._result if cursor is not None else None
         if result is None or not result.unbuffered_active:
             return  # the statement ended (an SQL error): the connection is fine as it is
-        self._kill_query()
+        self._stop_query()
         result.unbuffered_active = False  # closing the cursor must not drain the dropped socket
         self._conn._force_close()
 
-    def _kill_query(self) -> None:
+    def _stop_query(self) -> None:
+        """``KILL QUERY`` from a second, short-lived connection."""
         if not self._conn.open:
             return  # its queries ended with it; the id may already belong to someone else
         arguments = {**self._arguments, "connect_timeout": KILL_CONNECT_TIMEOUT_SECONDS}
@@ -204,20 +189,10 @@ class MySQLSource(Source):
             self._conn = open_connection(self._arguments)
             self._thread_id = self._conn.thread_id()
 
-    def _raise_if_cancelled(self) -> None:
-        if self._cancel_requested:
-            raise Cancelled("the export was cancelled; its query was killed on the server")
-
-    def _query_failure(self, exc: pymysql.Error, options: QueryOptions) -> ExportdError:
-        if self._cancel_requested:
-            return Cancelled("the export was cancelled; its query was killed on the server")
+    def _server_failure(self, exc: pymysql.Error, options: QueryOptions) -> ExportdError:
         code = error_code(exc)
         if code in STATEMENT_TIMEOUT_ERRORS:
-            return PermanentFailure(
-                f"the query ran longer than its statement timeout of "
-                f"{options.statement_timeout_seconds} s and was stopped by the server",
-                reason="StatementTimeout",
-            )
+            return self._statement_timeout(options)
         if code == QUERY_INTERRUPTED:
             return TransientFailure(
                 f"the server interrupted the query: {describe(exc)}", reason="QueryCancelled"
@@ -227,17 +202,7 @@ class MySQLSource(Source):
 
 def connection_arguments(config: SourceConfig) -> dict[str, Any]:
     """PyMySQL arguments from ``mysql://user[:password]@host[:port]/database[?options]``."""
-    if config.dsn is None:
-        raise PermanentFailure("a mysql source needs a dsn", reason="SourceConfigInvalid")
-    try:
-        arguments = parse_dsn(config.dsn.get_secret_value())
-        password = config.resolved_password()
-    except (ValueError, OSError) as exc:
-        raise PermanentFailure(
-            f"mysql source configuration is unusable: {exc}", reason="SourceConfigInvalid"
-        ) from exc
-    if password is not None:
-        arguments["password"] = password
+    arguments = dsn_arguments(config, "mysql", parse_dsn, (ValueError,))
     arguments.update(charset="utf8mb4", autocommit=True, conv=ENCODERS_ONLY, local_infile=False)
     return arguments
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -47,19 +46,17 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.exporter.sources.arrowtypes import (
     ColumnPlan,
     decimal_from_objects,
     decimal_type,
-    empty_batch,
     plan,
-    rows_to_batch,
     text_of_anything,
 )
-from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.exporter.sources.base import QueryOptions
+from exportd.exporter.sources.server import ServerSource, dsn_arguments
 from exportd.settings import SourceConfig
-from exportd.sqlparams import to_pyformat
 
 NUMERIC_OID = 1700
 NATIVE_TYPES: dict[int, pa.DataType] = {
@@ -97,65 +94,36 @@ SERVER_BUSY_MESSAGES = (
 )
 
 
-class PostgresSource(Source):
+class PostgresSource(ServerSource[psycopg.ServerCursor[Any], psycopg.Error]):
     """One psycopg connection; one streamed query at a time."""
 
+    driver_error = psycopg.Error
+    cancelled_ending = "cancelled on the server"
+    timeout_ending = "was cancelled on the server"
+
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        super().__init__()
         self._conn = connection
-        self._cancel_requested = False
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> PostgresSource:
         return cls(connect(config))
 
-    def stream(
-        self, sql: str, params: Mapping[str, Any], options: QueryOptions
-    ) -> Iterator[pa.RecordBatch]:
-        self._raise_if_cancelled()
-        cursor: psycopg.ServerCursor[Any] | None = None
-        try:
-            self._begin(options)
-            cursor = self._conn.cursor(name=f"exportd_{secrets.token_hex(6)}")
-            cursor.execute(to_pyformat(sql), dict(params))
-            yield from self._batches(cursor, options)
-        except psycopg.Error as exc:
-            raise self._query_failure(exc, options) from exc
-        finally:
-            self._end(cursor)
-
-    def cancel(self) -> None:
-        """Send a PostgreSQL cancel request (libpq's PQcancel, safe from signal handlers)."""
-        self._cancel_requested = True
-        # Nothing running, or the connection is gone: then there is nothing left to cancel.
-        with contextlib.suppress(psycopg.Error):
-            self._conn.cancel()
-
     def close(self) -> None:
         self._conn.close()
 
-    def _begin(self, options: QueryOptions) -> None:
+    def _open_cursor(self, options: QueryOptions) -> psycopg.ServerCursor[Any]:
         timeout = f"{options.statement_timeout_seconds * 1000}ms"
         self._conn.execute(
             "SELECT set_config('statement_timeout', %s, true), set_config('TimeZone', 'UTC', true)",
             [timeout],
         )
+        return self._conn.cursor(name=f"exportd_{secrets.token_hex(6)}")
 
-    def _batches(
-        self, cursor: psycopg.ServerCursor[Any], options: QueryOptions
-    ) -> Iterator[pa.RecordBatch]:
-        plans = [column_plan(column) for column in cursor.description or []]
-        sent_any = False
-        while True:
-            self._raise_if_cancelled()
-            rows = cursor.fetchmany(options.batch_rows)
-            if not rows:
-                break
-            sent_any = True
-            yield rows_to_batch(rows, plans)
-        if not sent_any:
-            yield empty_batch(plans)
+    def _column_plans(self, cursor: psycopg.ServerCursor[Any]) -> list[ColumnPlan]:
+        return [column_plan(column) for column in cursor.description or []]
 
-    def _end(self, cursor: psycopg.ServerCursor[Any] | None) -> None:
+    def _release(self, cursor: psycopg.ServerCursor[Any] | None, *, finished: bool) -> None:
         """Close the cursor and end the transaction; a broken connection needs neither."""
         if self._conn.closed or self._conn.broken:
             return
@@ -166,20 +134,16 @@ class PostgresSource(Source):
         except psycopg.Error:
             self._conn.close()
 
-    def _raise_if_cancelled(self) -> None:
-        if self._cancel_requested:
-            raise Cancelled("the export was cancelled; its query was cancelled on the server")
+    def _stop_query(self) -> None:
+        """A PostgreSQL cancel request (libpq's PQcancel, safe from signal handlers)."""
+        # Nothing running, or the connection is gone: then there is nothing left to cancel.
+        with contextlib.suppress(psycopg.Error):
+            self._conn.cancel()
 
-    def _query_failure(self, exc: psycopg.Error, options: QueryOptions) -> ExportdError:
-        if self._cancel_requested:
-            return Cancelled("the export was cancelled; its query was cancelled on the server")
+    def _server_failure(self, exc: psycopg.Error, options: QueryOptions) -> ExportdError:
         if isinstance(exc, pg_errors.QueryCanceled):
             if "statement timeout" in (exc.diag.message_primary or ""):
-                return PermanentFailure(
-                    f"the query ran longer than its statement timeout of "
-                    f"{options.statement_timeout_seconds} s and was cancelled on the server",
-                    reason="StatementTimeout",
-                )
+                return self._statement_timeout(options)
             return TransientFailure(
                 f"PostgreSQL cancelled the query: {describe(exc)}", reason="QueryCancelled"
             )
@@ -202,17 +166,7 @@ def connect(config: SourceConfig) -> psycopg.Connection[Any]:
 
 
 def connection_arguments(config: SourceConfig) -> dict[str, Any]:
-    if config.dsn is None:
-        raise PermanentFailure("a postgres source needs a dsn", reason="SourceConfigInvalid")
-    try:
-        arguments: dict[str, Any] = conninfo_to_dict(config.dsn.get_secret_value())
-        password = config.resolved_password()
-    except (psycopg.ProgrammingError, OSError) as exc:
-        raise PermanentFailure(
-            f"postgres source configuration is unusable: {exc}", reason="SourceConfigInvalid"
-        ) from exc
-    if password is not None:
-        arguments["password"] = password
+    arguments = dsn_arguments(config, "postgres", conninfo_to_dict, (psycopg.ProgrammingError,))
     arguments.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     arguments.setdefault("application_name", APPLICATION_NAME)
     arguments["client_encoding"] = "UTF8"
