@@ -194,3 +194,35 @@ def edge_case_batch() -> pa.RecordBatch:
         "nothing": pa.nulls(5),
     }
     return pa.RecordBatch.from_pydict(columns)
+
+
+# ---- flakes stay visible ----------------------------------------------------------------------
+# `make test` reruns a failing test (pytest-rerunfailures) so one infrastructure hiccup on this
+# shared machine does not fail the suite; what failed the first time is still shown at the end
+# of the run, and kept whole in test-artifacts/reruns.log, so a flake can be traced and fixed.
+
+RERUN_LOG = Path(__file__).resolve().parents[1] / "test-artifacts" / "reruns.log"
+RERUN_SUMMARY_LINES = 25
+_reruns: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome != "rerun":
+        return
+    text = report.longreprtext
+    _reruns.append((report.nodeid, text))
+    RERUN_LOG.parent.mkdir(exist_ok=True)
+    with RERUN_LOG.open("a", encoding="utf-8") as log:
+        log.write(f"==== {datetime.now(UTC).isoformat()} {report.nodeid} ({report.when})\n")
+        log.write(text + "\n")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _reruns:
+        return
+    terminalreporter.section("why tests were rerun")
+    for nodeid, text in _reruns:
+        terminalreporter.write_line(f"{nodeid}:")
+        for line in text.splitlines()[-RERUN_SUMMARY_LINES:]:
+            terminalreporter.write_line(f"    {line}")
+    terminalreporter.write_line(f"(whole tracebacks: {RERUN_LOG})")
