@@ -31,6 +31,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from exportd.podsettings import ExporterPodConfig
+
 ENV_PREFIX = "EXPORTD_"
 MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
 # A rate limit as the `limits` library writes it: "10/minute", "100/5 minutes".
@@ -547,6 +549,12 @@ class OperatorSettings(CommonSettings):
     exporter_memory_limit: str = Field("1Gi", description="Memory limit of an export pod.")
     exporter_tmp_size: str = Field(
         "10Gi", description="Size limit of the emptyDir at /tmp where the file is built."
+    )
+    exporter_pod: ExporterPodConfig = Field(
+        default_factory=ExporterPodConfig,
+        description="Export pods' annotations, extra labels and scheduling (JSON, as in a pod "
+        "spec): `annotations`, `labels`, `nodeSelector`, `tolerations`, `affinity`, "
+        "`priorityClassName`, `imagePullSecrets` (names).",
     )
     job_backoff_limit: int = Field(
         2, ge=0, le=10, description="Retries of a transiently failed export (Job backoffLimit)."

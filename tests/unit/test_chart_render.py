@@ -565,6 +565,25 @@ def test_planned_export_jobs_are_valid_restricted_and_use_the_chart_account_and_
     assert refs <= config_maps
 
 
+def test_export_pods_carry_the_configured_metadata_and_scheduling(
+    full_objects: list[dict[str, Any]], tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """exporter.pod of the full values reaches the planned Job's pod as a pod spec has it
+    (and the Job still validates strictly, above); the operator's own labels stay."""
+    values = yaml.safe_load(FULL_VALUES.read_text())["exporter"]["pod"]
+    job = operator_planned_job(full_objects, tmp_path, clean_env)
+    metadata, spec = job["spec"]["template"]["metadata"], pod_spec(job)
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert metadata["annotations"] == values["annotations"]
+    assert metadata["labels"]["team"] == "data"
+    assert metadata["labels"]["exportd.dev/export"] == "exp-chart-check"
+    assert spec["nodeSelector"] == values["nodeSelector"]
+    assert spec["tolerations"] == values["tolerations"]
+    assert spec["affinity"] == values["affinity"]
+    assert spec["priorityClassName"] == "batch-low"
+    assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
 def test_export_pods_fall_under_the_exporter_network_policy(
     objects: list[dict[str, Any]], tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:

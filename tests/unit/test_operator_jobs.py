@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from exportd import exportrequest as er
 from exportd.operator.jobs import (
@@ -168,6 +169,50 @@ def test_a_data_claim_is_mounted_as_the_exporters_data_directory() -> None:
     [container] = pod["containers"]
     assert {"name": "data", "mountPath": "/var/lib/exportd"} in container["volumeMounts"]
     assert {"name": "EXPORTD_DATA_DIR", "value": "/var/lib/exportd"} in container["env"]
+
+
+SCHEDULING_FIELDS = {"nodeSelector", "tolerations", "affinity", "priorityClassName"}
+
+
+def test_by_default_the_pod_has_no_scheduling_fields_and_no_annotations(
+    job: dict[str, Any],
+) -> None:
+    assert not SCHEDULING_FIELDS & set(pod_of(job)) and "imagePullSecrets" not in pod_of(job)
+    assert "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_pod_metadata_and_scheduling_come_from_the_exporter_pod_setting() -> None:
+    """What a cluster needs of export pods (node pool, mesh sidecar off, pull secret) is
+    passed through; the operator's labels stay its own."""
+    pod_config = {
+        "annotations": {"sidecar.istio.io/inject": "false"},
+        "labels": {"team": "data"},
+        "nodeSelector": {"pool": "exports"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {}},
+        "priorityClassName": "batch-low",
+        "imagePullSecrets": ["registry-credentials"],
+    }
+    settings = OperatorSettings.model_validate({"exporter_pod": pod_config})
+    job = plan_job(make_spec(), REF, JobTemplate.from_settings(settings), deadline_seconds=60)
+    metadata, pod = job["spec"]["template"]["metadata"], pod_of(job)
+    assert metadata["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert metadata["labels"]["team"] == "data"
+    assert metadata["labels"][er.LABEL_EXPORT] == REF.name
+    assert job["metadata"]["labels"].get("team") is None  # the Job's own labels are unchanged
+    assert {key: pod[key] for key in SCHEDULING_FIELDS} == {
+        "nodeSelector": {"pool": "exports"},
+        "tolerations": pod_config["tolerations"],
+        "affinity": {"podAntiAffinity": {}},
+        "priorityClassName": "batch-low",
+    }
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
+@pytest.mark.parametrize("label", [er.LABEL_EXPORT, er.LABEL_MANAGED_BY, "exportd.dev/other"])
+def test_the_operators_own_labels_cannot_be_set_on_export_pods(label: str) -> None:
+    with pytest.raises(ValidationError, match="labels the operator owns"):
+        OperatorSettings.model_validate({"exporter_pod": {"labels": {label: "x"}}})
 
 
 def job_body(status: dict[str, Any], **meta: Any) -> dict[str, Any]:

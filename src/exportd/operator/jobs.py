@@ -19,6 +19,7 @@ from typing import Any
 
 from exportd import exportrequest as er
 from exportd.errors import ExitCode
+from exportd.podsettings import ExporterPodConfig
 from exportd.settings import OperatorSettings
 from exportd.spec import ExportSpec
 
@@ -52,6 +53,7 @@ class JobTemplate:
     tmp_size: str = "10Gi"
     backoff_limit: int = 2
     ttl_seconds: int = 3600
+    pod: ExporterPodConfig = field(default_factory=ExporterPodConfig)
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> JobTemplate:
@@ -73,6 +75,7 @@ class JobTemplate:
             tmp_size=settings.exporter_tmp_size,
             backoff_limit=settings.job_backoff_limit,
             ttl_seconds=settings.job_ttl_seconds,
+            pod=settings.exporter_pod,
         )
 
 
@@ -124,7 +127,10 @@ def plan_job(
             "podFailurePolicy": _pod_failure_policy(),
             "completions": 1,
             "parallelism": 1,
-            "template": {"metadata": {"labels": labels}, "spec": _pod_spec(spec, template)},
+            "template": {
+                "metadata": template.pod.metadata(labels),
+                "spec": _pod_spec(spec, template),
+            },
         },
     }
 
@@ -181,6 +187,7 @@ def _pod_spec(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
         },
         "containers": [_container(spec, template)],
         "volumes": volumes,
+        **template.pod.scheduling(),
     }
 
 
