@@ -17,6 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+
+# schemathesis imports its OpenAPI machinery lazily, inside the test, where pytest's assertion
+# rewriting parses it. On CPython 3.11.7 that parse failed now and then with a spurious
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905, fixed in
+# 3.11.8; seen in test-artifacts/reruns.log). Importing it here parses it at collection, before
+# any test has started servers, threads or deep stacks.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.errors import Unsatisfiable
