@@ -8,13 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from kubernetes.aio.client import Configuration
 
@@ -31,11 +29,11 @@ from exportd.spec import (
 )
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from tests.integration.conftest import make_settings
+from tests.integration.pgstate import throwaway_schema
 from tests.k8s.cluster import REQUESTS_URL, LocalCluster
 from tests.k8s.fixtures import cluster_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anyio
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 EXPORTD = Path(sys.executable).parent / "exportd"
 T0 = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -88,12 +86,8 @@ async def all_records(store: StateStore) -> list[ExportRecord]:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    schema = f"ops_backup_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema() as url:
+        yield url
 
 
 @pytest.fixture

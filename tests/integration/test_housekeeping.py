@@ -9,14 +9,12 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from exportd.housekeeping import Housekeeper, HousekeepingReport
@@ -27,11 +25,11 @@ from exportd.storage.local import LocalStorage
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.sqlite import SqliteStateStore
 from tests.integration.conftest import make_settings
+from tests.integration.pgstate import throwaway_schema
 
 pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
 EXPORTD = Path(sys.executable).parent / "exportd"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass
@@ -96,12 +94,8 @@ def state_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if getattr(request, "param", "sqlite") == "sqlite":
         yield None
         return
-    schema = f"ops_hk_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema() as url:
+        yield url
 
 
 @pytest.fixture

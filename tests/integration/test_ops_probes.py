@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ import pytest
 from exportd.api import create_app
 from exportd.api.probes import Check, ReadinessMonitor
 from tests.integration.conftest import auth, make_settings
+from tests.integration.pgstate import PG_ADMIN_DSN, throwaway_schema
 
 pytestmark = pytest.mark.anyio
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEADLINE_SECONDS = 60
 
 
@@ -149,13 +148,9 @@ def wait_until_pg_accepts() -> None:
 @pytest.fixture
 def pg_state_url() -> Iterator[str]:
     """A state database of its own: a fresh schema in the shared test database."""
-    schema = f"ops_readyz_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    wait_until_pg_accepts()
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema() as url:
+        yield url
+        wait_until_pg_accepts()  # the test stops and starts the server; drop once it is back
 
 
 async def test_readyz_fails_while_postgres_is_stopped_and_recovers(

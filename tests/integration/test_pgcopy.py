@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,13 @@ from exportd.exporter.writers.csv import CsvWriter
 from tests.integration.test_fastxlsx_postgres import (
     EDGE_ROWS,
     PG_DSN,
-    create_edge_schema,
-    drop_schema,
+    edge_schema_fixture,  # noqa: F401 - the same module-scoped table of edge-case rows
     pg_source,
 )
 
 pytestmark = pytest.mark.integration
 REQUESTED = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 TIMESTAMP_COLUMN = "at"
-
-
-@pytest.fixture(scope="module", name="edge_schema")
-def edge_schema_fixture() -> Iterator[str]:
-    schema = create_edge_schema()
-    try:
-        yield schema
-    finally:
-        drop_schema(schema)
 
 
 def copy_csv(sql: str, path: Path, params: dict[str, Any] | None = None, **options: Any) -> Any:
