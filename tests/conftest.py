@@ -24,7 +24,8 @@ import pytest
 
 from exportd.sampledb import ensure_sample_db
 from exportd.settings import ExporterSettings, SourceConfig
-from exportd.spec import ExportSpec, format_of
+from exportd.spec import ExportSpec
+from tests.specs import seed_spec
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +54,8 @@ def make_export_spec() -> SpecFactory:
     counter = iter(range(1, 1_000_000))
 
     def make(**overrides: Any) -> ExportSpec:
-        file_name = overrides.pop("file_name", "myexport.xlsx")
-        fields: dict[str, Any] = {
-            "id": f"exp-test-{next(counter)}",
-            "type": "userExport",
-            "format": format_of(file_name),
-            "file_name": file_name,
-            "variables": {"x": 1, "y": 2},
-            "requested_by": "alice",
-            "requested_at": datetime.now(UTC),
-        }
-        fields.update(overrides)
-        return ExportSpec(**fields)
+        defaults = {"id": f"exp-test-{next(counter)}", "requested_at": datetime.now(UTC)}
+        return seed_spec(**(defaults | overrides))
 
     return make
 

@@ -19,6 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from tests.specs import seed_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "exportd"
@@ -520,11 +521,9 @@ def operator_planned_job(
     objects: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     """The Job the operator plans when configured exactly as the chart configures it."""
-    from datetime import UTC, datetime
 
     from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
     from exportd.settings import OperatorSettings
-    from exportd.spec import ExportSpec
 
     container = pod_spec(one(objects, "Deployment", "-operator"))["containers"][0]
     env = settings_env(container["env"], tmp_path)
@@ -532,15 +531,7 @@ def operator_planned_job(
     env.pop("EXPORTD_CATALOG_PATH", None)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    spec = ExportSpec(
-        id="exp-chart-check",
-        type="userExport",
-        format="csv",
-        file_name="users.csv",
-        variables={"x": 1, "y": 2},
-        requested_by="alice",
-        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    spec = seed_spec(id="exp-chart-check", file_name="users.csv")
     ref = RequestRef(namespace=NAMESPACE, name=spec.id, uid="0f1e2d3c")
     template = JobTemplate.from_settings(OperatorSettings())
     return plan_job(spec, ref, template, deadline_seconds=600)

@@ -12,13 +12,13 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from tests.specs import seed_spec
 from tests.unit.test_chart_render import (
     CHART,
     FULL_VALUES,
@@ -294,7 +294,6 @@ def test_rendered_backup_command_backs_up_the_api_sqlite_state(helm: Path, tmp_p
     data dir. Running the rendered args and env (mounts mapped to local directories) writes
     a backup holding the API's record."""
     from exportd.settings import ApiSettings
-    from exportd.spec import ExportSpec
     from exportd.store.base import ExportRecord, store_from_settings
 
     objects = render(helm, *SQLITE_BACKUP_VALUES)
@@ -310,17 +309,7 @@ def test_rendered_backup_command_backs_up_the_api_sqlite_state(helm: Path, tmp_p
     local = {"/backup": tmp_path / "backup", env["EXPORTD_DATA_DIR"]: tmp_path / "data"}
     for directory in local.values():
         directory.mkdir()
-    record = ExportRecord.new(
-        ExportSpec(
-            id="exp-chart-backup",
-            type="userExport",
-            format="csv",
-            file_name="u.csv",
-            variables={"x": 1, "y": 2},
-            requested_by="alice",
-            requested_at=datetime(2026, 1, 1, tzinfo=UTC),
-        )
-    )
+    record = ExportRecord.new(seed_spec(id="exp-chart-backup", file_name="u.csv"))
     asyncio.run(
         save(store_from_settings(ApiSettings(data_dir=local[env["EXPORTD_DATA_DIR"]])), record)
     )

@@ -11,32 +11,23 @@ fill them. Pure; no cluster.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from tests.specs import seed_spec
 
 from exportd.catalog import Catalog
 from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
 from exportd.settings import ExporterSettings, OperatorSettings
-from exportd.spec import ExportSpec
 
 REF = RequestRef("exports", "exp-cat", "5b1d7a90-0000-4000-8000-0000000000aa")
 SHIPPED_CATALOG = Path(__file__).resolve().parents[2] / "src" / "exportd" / "data" / "catalog.yaml"
 
 
 def planned(**settings: Any) -> dict[str, Any]:
-    spec = ExportSpec(
-        id="exp-cat",
-        type="userExport",
-        format="csv",
-        file_name="users.csv",
-        variables={"x": 1, "y": 2},
-        requested_by="alice",
-        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    spec = seed_spec(id="exp-cat", file_name="users.csv")
     template = JobTemplate.from_settings(OperatorSettings(**settings))
     return plan_job(spec, REF, template, deadline_seconds=600)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from tests.specs import seed_spec
 
 from exportd import exportrequest as er
 from exportd.operator.jobs import (
@@ -25,14 +26,8 @@ REF = RequestRef("team-a", "exp-0123", "8d3f1c5e-0000-4000-8000-000000000001")
 
 
 def make_spec() -> ExportSpec:
-    return ExportSpec(
-        id="exp-0123",
-        type="userExport",
-        format="csv",
-        file_name="users.csv",
-        variables={"x": 1, "y": 2},
-        requested_by="alice",
-        requested_at=datetime(2025, 3, 4, tzinfo=UTC),
+    return seed_spec(
+        id="exp-0123", file_name="users.csv", requested_at=datetime(2025, 3, 4, tzinfo=UTC)
     )
 
 
