@@ -141,8 +141,10 @@ class ScheduleTicker:
             spec = es.schedule_spec_of(body)
         except ValidationError as exc:
             message = validation_message(exc)
-            patch.status["conditions"] = [_condition("False", "InvalidSpec", message, now)]
-            patch.status["reason"], patch.status["message"] = "InvalidSpec", message
+            if (body.get("status") or {}).get("message") != message:
+                patch.status["conditions"] = [_condition("False", "InvalidSpec", message, now)]
+                patch.status["reason"], patch.status["message"] = "InvalidSpec", message
+                patch.status["nextScheduleTime"] = None
             return
         runs = await self.api.runs_of(body)
         status = body.get("status") or {}
@@ -179,25 +181,27 @@ class ScheduleTicker:
         runs: list[dict[str, Any]],
         now: datetime,
     ) -> None:
+        """Patch the status fields that changed (a tick that changes nothing writes nothing)."""
         active = es.active_refs(runs)
-        patch.status["active"] = active
-        patch.status["activeCount"] = len(active)
-        patch.status["nextScheduleTime"] = (
-            er.rfc3339(decision.next_slot) if decision.next_slot else None
-        )
-        patch.status["lastSuccessfulTime"] = es.last_successful_time(
-            runs, status.get("lastSuccessfulTime")
-        )
+        wanted: dict[str, Any] = {
+            "active": active,
+            "activeCount": len(active),
+            "nextScheduleTime": er.rfc3339(decision.next_slot) if decision.next_slot else None,
+            "lastSuccessfulTime": es.last_successful_time(runs, status.get("lastSuccessfulTime")),
+        }
         if decision.handled is not None:
-            patch.status["lastSlotTime"] = er.rfc3339(decision.handled)
+            wanted["lastSlotTime"] = er.rfc3339(decision.handled)
         if decision.action == "run" and decision.slot is not None:
-            patch.status["lastScheduleTime"] = er.rfc3339(decision.slot)
+            wanted["lastScheduleTime"] = er.rfc3339(decision.slot)
         if decision.action in OUTCOMES:
-            patch.status["lastOutcome"] = OUTCOMES[decision.action].value
-        ready = status.get("conditions") or []
-        if not ready or ready[0].get("status") != "True":
-            patch.status["conditions"] = [_condition("True", "Scheduled", "", now)]
-            patch.status["reason"], patch.status["message"] = None, None
+            wanted["lastOutcome"] = OUTCOMES[decision.action].value
+        conditions = status.get("conditions") or []
+        if not conditions or conditions[0].get("status") != "True":
+            wanted["conditions"] = [_condition("True", "Scheduled", "", now)]
+            wanted["reason"], wanted["message"] = None, None
+        for key, value in wanted.items():
+            if status.get(key) != value:
+                patch.status[key] = value
 
 
 def register_schedules(
