@@ -103,6 +103,7 @@ class ScheduleSpec(ScheduleRules):
     """A schedule: its rules and the export each run makes (``template``, an export order)."""
 
     template: ExportRequestBody
+    title: Annotated[str, StringConstraints(max_length=200)] | None = None  # shown by the page
 
 
 @dataclass(frozen=True)

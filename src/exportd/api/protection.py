@@ -51,6 +51,7 @@ from exportd.tokens import Principal
 
 log = logging.getLogger(__name__)
 Respond = Callable[[ExportSpec], Awaitable[Response]]
+_BODY_FIELDS = set(ExportRequestBody.model_fields)
 
 
 @dataclass
@@ -132,6 +133,21 @@ class Protection:
         if key is not None:
             await self.store.complete_key(owner, key, stored_response(response))
         return response
+
+    async def start_scheduled(self, context: ApiContext, spec: ExportSpec) -> None:
+        """Admit and start a schedule's run like any export of its owner (checked against the
+        catalog, charged, queue-limited); it raises as :meth:`create` refuses. A run id that
+        exists already raises ``Conflict`` and starts nothing (the slot was run before)."""
+        body = ExportRequestBody.model_validate(spec.model_dump(include=_BODY_FIELDS))
+        context.check_request(body)
+        in_flight = await context.backend.in_flight(spec.requested_by)
+        admission = self._admission(spec, None, "/v1/schedules", body, self.clock(), in_flight)
+        await self.store.admit(admission)
+        try:
+            await context.backend.submit(spec)
+        except BaseException:
+            await self._abandon(spec, None)
+            raise
 
     def _admission(
         self,

@@ -28,13 +28,14 @@ from exportd.store.admission import (
     refund_export,
 )
 from exportd.store.base import Clock, ExportPage, ExportRecord, PageCursor, StateStore, clamp_limit
+from exportd.store.schedules import ScheduleStore
 from exportd.store.sql_statements import StatusChange, StoreTx
 
 _T = TypeVar("_T")
 Update = tuple[str, ExportStatus, int | None]
 
 
-class SqlStateStore(StateStore):
+class SqlStateStore(ScheduleStore, StateStore):
     # The driver's error for a duplicate primary key, and the base of all its errors.
     duplicate_error: ClassVar[type[Exception]]
     driver_error: ClassVar[type[Exception]]
