@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from exportd import metrics
 from exportd.api.scheduler import Scheduler
 from tests.integration.conftest import ENDLESS_BODY, MENU_BODY, auth
 from tests.integration.protect_harness import Harness, started_api
@@ -43,6 +44,10 @@ async def tick(h: Harness, now: datetime) -> None:
     await scheduler.tick_all()
 
 
+def counted(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def run_ids(h: Harness, schedule_id: str) -> set[str]:
     return {e["id"] for e in await h.exports_of("alice") if e["id"].startswith(schedule_id)}
 
@@ -52,7 +57,8 @@ async def test_embedded_schedule_fires_once_per_slot_across_restarts_and_catches
 ) -> None:
     """Every 10 minutes from 12:00. Must hold: each slot makes exactly one export, with id
     <schedule>-<UTC YYYYMMDDHHMM>, however many ticks and server restarts happen; after the
-    server was down over three slots its start runs only the latest one; with a 60-s starting
+    server was down over three slots its start runs only the latest one (two counted as missed
+    slots); with a 60-s starting
     deadline a slot 5 minutes late is recorded as missed and nothing runs."""
     body = {"schedule": "*/10 * * * *", "timeZone": "UTC", "template": MENU_BODY}
     async with started_api(tmp_path, sample_db, now=NOON, **QUIET) as h:
@@ -71,12 +77,14 @@ async def test_embedded_schedule_fires_once_per_slot_across_restarts_and_catches
         assert await run_ids(h, sid) == {f"{sid}-209906011210", f"{sid}-209906011220"}
 
     # Down from 12:20 to 12:55: slots 12:30, 12:40 and 12:50 passed; only 12:50 runs.
+    missed_before = counted("exportd_schedule_missed_slots_total")
     async with started_api(tmp_path, sample_db, now=at("2099-06-01T12:55:00"), **QUIET) as h:
         assert await run_ids(h, sid) == {
             f"{sid}-209906011210",
             f"{sid}-209906011220",
             f"{sid}-209906011250",
         }
+        assert counted("exportd_schedule_missed_slots_total") == missed_before + 2
         shown = await show(h, sid)
         assert shown["lastScheduleTime"] == "2099-06-01T12:50:00Z"
         assert shown["nextScheduleTime"] == "2099-06-01T13:00:00Z"
@@ -122,7 +130,8 @@ async def test_a_run_refused_for_lack_of_credits_is_recorded_and_not_retried(
 ) -> None:
     """The owner has one credit and earns none. Must hold: the first slot's run is charged
     and starts; the second is refused with reason InsufficientCredits, recorded on the schedule
-    once, and further ticks before the next slot add no attempt (in both state stores)."""
+    once (counted once in exportd_schedule_runs_total{outcome="refused"}), and further ticks
+    before the next slot add no attempt (in both state stores)."""
     body = {"schedule": "0 * * * *", "template": MENU_BODY}
     async with started_api(
         tmp_path,
@@ -136,6 +145,7 @@ async def test_a_run_refused_for_lack_of_credits_is_recorded_and_not_retried(
         sid = (await create(h, body))["id"]
         await tick(h, at("2099-06-01T13:00:01"))
         assert await h.balance("alice") == 0
+        refused_before = counted("exportd_schedule_runs_total", outcome="refused")
         for minute in (1, 2, 30):
             await tick(h, at("2099-06-01T14:00:00") + timedelta(minutes=minute))
         shown = await show(h, sid)
@@ -145,6 +155,7 @@ async def test_a_run_refused_for_lack_of_credits_is_recorded_and_not_retried(
             ("started", None),
         ]
         assert await run_ids(h, sid) == {f"{sid}-209906011300"}
+        assert counted("exportd_schedule_runs_total", outcome="refused") == refused_before + 1
 
 
 async def test_schedules_are_owner_scoped_validated_and_can_pause_resume_and_run_now(

@@ -254,3 +254,21 @@ def test_slots_are_looked_for_at_most_100_days_back() -> None:
     table = Timetable.of("* * * * *", "UTC")
     slots = table.slots_between(utc(2025, 1, 1), utc(2026, 1, 1))
     assert slots[0] == utc(2026, 1, 1) - timedelta(days=100) + timedelta(minutes=1)
+
+
+def test_the_example_schedule_is_valid_for_the_crd_and_the_operator() -> None:
+    """deploy/examples' ExportSchedule: its cron and time zone pass the CRD's patterns and the
+    operator's parser, and its next slot is Monday 07:00 Berlin time."""
+    from exportd.exportschedule import schedule_spec_of
+
+    example = CRD.parents[1] / "deploy" / "examples" / "exportschedule-weekly-menus.yaml"
+    body = yaml.safe_load(example.read_text(encoding="utf-8"))
+    crd = yaml.safe_load(CRD.read_text(encoding="utf-8"))
+    version = crd["spec"]["versions"][0]
+    fields = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert body["kind"] == crd["spec"]["names"]["kind"]
+    assert body["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+    assert re.fullmatch(fields["schedule"]["pattern"], body["spec"]["schedule"])
+    assert re.fullmatch(fields["timeZone"]["pattern"], body["spec"]["timeZone"])
+    spec = schedule_spec_of(body)
+    assert spec.timetable.next_after(utc(2026, 12, 4)) == utc(2026, 12, 7, 6)
