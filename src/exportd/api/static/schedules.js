@@ -126,7 +126,7 @@
       try {
         variables = JSON.parse(variablesText);
       } catch {
-        throw new Error("Variables must be a JSON object, e.g. {\"a\": \"muscle1\"}.");
+        throw new Error("Values must be a JSON object, e.g. {\"a\": \"muscle1\"}.");
       }
     }
     return {
