@@ -8,12 +8,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from exportd import exportrequest as er
 from exportd import metrics
+from exportd.api import create_app
 from exportd.api.scheduler import Scheduler
-from tests.integration.conftest import ENDLESS_BODY, MENU_BODY, auth
-from tests.integration.protect_harness import Harness, started_api
+from exportd.catalog import Catalog
+from tests.integration.conftest import ENDLESS_BODY, MENU_BODY, auth, make_settings
+from tests.integration.protect_harness import FakeClock, Harness, started_api
+from tests.k8s.api import ClusterBackend
+from tests.k8s.cluster import REQUESTS
 
 pytestmark = pytest.mark.anyio
 NOON = datetime(2099, 6, 1, 12, 0, tzinfo=UTC)
@@ -236,3 +242,31 @@ async def test_daylight_saving_days_run_each_local_time_once(
         for moment in ("2099-10-25T00:30:05", "2099-10-25T01:30:05", "2099-10-25T12:00:00"):
             await tick(h, at(moment))
         assert await run_ids(h, autumn) == {f"{autumn}-209910250030"}
+
+
+async def test_api_schedules_on_the_kubernetes_backend_make_one_export_request_per_slot(
+    tmp_path: Path, sample_db: Path
+) -> None:
+    """The API with the Kubernetes backend (emulator, real operator, kubelet). Must hold: a slot
+    of an API schedule becomes one ExportRequest named by the run id, requested by the owner,
+    however many ticks; the operator runs it, and the schedule shows the run Succeeded."""
+    settings = make_settings(tmp_path / "data", sample_db, **QUIET)
+    catalog = Catalog.load(settings.resolved_catalog_path)
+    clock = FakeClock(NOON)
+    app = create_app(settings, backend=ClusterBackend(settings, catalog), clock=clock)
+    body = {"schedule": "0 * * * *", "template": MENU_BODY}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            h = Harness(app, client, settings, app.state.protection.store, clock)
+            sid = (await create(h, body))["id"]
+            await tick(h, at("2099-06-01T13:00:05"))
+            await tick(h, at("2099-06-01T13:00:35"))
+            cluster = app.state.exportd.backend.cluster
+            run = f"{sid}-209906011300"
+            assert [er.metadata(r)["name"] for r in cluster.api.all_of(REQUESTS)] == [run]
+            request = await cluster.until_phase(run, "Succeeded")
+            assert request["spec"]["requestedBy"] == "alice"
+            shown = await show(h, sid)
+            assert [(r["exportId"], r["phase"]) for r in shown["runs"]] == [(run, "Succeeded")]
+            assert shown["lastSuccessfulTime"]
