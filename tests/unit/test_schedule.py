@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from exportd.cron import Cron, CronError, Timetable
 from exportd.schedule import (
     ConcurrencyPolicy,
+    Outcome,
     RunRecord,
     ScheduleRules,
     ScheduleSpec,
@@ -272,3 +273,26 @@ def test_the_example_schedule_is_valid_for_the_crd_and_the_operator() -> None:
     assert re.fullmatch(fields["timeZone"]["pattern"], body["spec"]["timeZone"])
     spec = schedule_spec_of(body)
     assert spec.timetable.next_after(utc(2026, 12, 4)) == utc(2026, 12, 7, 6)
+
+
+def test_the_crd_fields_are_the_models_fields() -> None:
+    """crds/exportschedule.yaml and exportd.exportschedule keep the same spec and template
+    fields, and the status has every field the operator writes."""
+    from exportd.exportschedule import ExportScheduleSpec, RunTemplate
+
+    crd = yaml.safe_load(CRD.read_text(encoding="utf-8"))
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    spec = schema["spec"]["properties"]
+
+    def aliases(model: type[ExportScheduleSpec] | type[RunTemplate]) -> set[str]:
+        return {field.alias or name for name, field in model.model_fields.items()}
+
+    assert set(spec) == aliases(ExportScheduleSpec)
+    assert set(spec["template"]["properties"]) == aliases(RunTemplate)
+    written = {
+        "active", "activeCount", "nextScheduleTime", "lastSuccessfulTime", "lastSlotTime",
+        "lastScheduleTime", "lastOutcome", "conditions", "reason", "message",
+    }  # fmt: skip
+    assert written <= set(schema["status"]["properties"])
+    outcomes = schema["status"]["properties"]["lastOutcome"]["enum"]
+    assert outcomes == [o.value for o in Outcome]
