@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -89,6 +90,9 @@ class Scheduler:
         active = [i for i, view in views.items() if not view.status.phase.is_terminal]
         since = record.state.last_slot_time or record.created_at
         decision = decide(record.spec, since=since, now=now, active=len(active))
+        if decision.slot is not None and run_name(record.id, decision.slot) in views:
+            # Its run exists (the state write of the tick that made it was lost): record it.
+            decision = dataclasses.replace(decision, action="run", replace=False)
         run = await self._handle(record, decision, active, now)
         state = record.state.model_copy(update={"next_schedule_time": decision.next_slot})
         if run is not None:
@@ -138,8 +142,9 @@ class Scheduler:
         if decision.slot is None or decision.action == "none":
             return None
         if decision.action == "run":
-            if decision.replace:
-                for export_id in active:
+            if decision.replace:  # not the slot's own run, if a crash left it behind
+                own = run_name(record.id, decision.slot)
+                for export_id in (i for i in active if i != own):
                     with contextlib.suppress(ExportdError):
                         await self.context.backend.cancel(export_id, record.owner)
             run = await self._start(record, decision.slot)

@@ -17,6 +17,7 @@ themselves are run by the ordinary ExportRequest handlers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -29,7 +30,7 @@ from exportd import exportrequest as er
 from exportd import exportschedule as es
 from exportd import metrics
 from exportd.operator.kube import AlreadyExists, KubeApi, KubeError
-from exportd.schedule import Decision, Outcome, decide, history_to_prune
+from exportd.schedule import Decision, Outcome, decide, history_to_prune, run_name
 from exportd.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ class ScheduleApi(KubeApi):
 OUTCOMES = {"run": Outcome.STARTED, "skip": Outcome.SKIPPED, "miss": Outcome.MISSED}
 
 
+def _own_name(body: Mapping[str, Any]) -> str:
+    return str(er.metadata(body).get("name"))
+
+
 def _name(body: Mapping[str, Any]) -> str:
     meta = er.metadata(body)
     return f"{meta.get('namespace')}/{meta.get('name')}"
@@ -152,16 +157,26 @@ class ScheduleTicker:
         since = er.parse_time(status.get("lastSlotTime")) or created_at
         active = es.active_refs(runs)
         decision = decide(spec, since=since, now=now, active=len(active))
+        names = {str(er.metadata(r).get("name")) for r in runs}
+        if decision.slot is not None and run_name(_own_name(body), decision.slot) in names:
+            # The slot's run exists: the body kopf handed over predates the status patch of the
+            # tick that made it. Nothing to cancel, skip or create; the status is recorded again.
+            decision = dataclasses.replace(decision, action="run", replace=False)
+        created = False
         if decision.action == "run" and decision.slot is not None:
-            if decision.replace:
-                for ref in active:
-                    await self.api.cancel_run(str(ref["namespace"]), str(ref["name"]))
             run = es.run_body(body, spec, decision.slot)
-            if await self.api.create_run(run):
+            if run["metadata"]["name"] not in names:
+                if decision.replace:
+                    for ref in active:
+                        await self.api.cancel_run(str(ref["namespace"]), str(ref["name"]))
+                created = await self.api.create_run(run)
+            if created:
                 log.info("schedule %s: created run %s", _name(body), run["metadata"]["name"])
                 runs = await self.api.runs_of(body)
         await self._prune(body, spec, runs)
-        _count(decision)
+        handled = er.rfc3339(decision.handled) if decision.handled else None
+        if created or (decision.action != "run" and handled != status.get("lastSlotTime")):
+            _count(decision)
         self._record(patch, decision, status, runs, now)
 
     async def _prune(
