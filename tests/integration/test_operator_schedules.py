@@ -166,3 +166,47 @@ async def test_operator_runs_one_request_per_slot_across_restarts_and_prunes_his
         "AGE": "",
     }
     assert shown["LAST"] and shown["LAST"] != "<none>"
+
+
+async def test_operator_forbid_skips_and_replace_cancels_the_active_run(
+    cluster: LocalCluster,
+) -> None:
+    """A schedule whose runs never end by themselves (endless rows), first with Forbid, then
+    with Replace. Must hold: with Forbid the next slot makes no request while the first runs
+    (lastOutcome skipped); with Replace the following slot cancels the running request
+    (spec.cancel, it ends Cancelled) and creates its own."""
+    clock = FakeClock(utc_now())
+    operator = await cluster.start_operator(clock, schedule_tick_seconds=TICK)
+    template = {"type": "endlessRows", "fileName": "rows.csv", "variables": {"n": 10**12}}
+    body = {
+        "apiVersion": er.API_VERSION,
+        "kind": es.KIND,
+        "metadata": {"name": NAME},
+        "spec": {"schedule": CRON, "concurrencyPolicy": "Forbid", "template": template},
+    }
+    async with cluster.session.post(SCHEDULES_URL, json=body) as response:
+        assert response.status == 201, await response.text()
+    created = er.parse_time(er.metadata(schedule(cluster))["creationTimestamp"])
+    assert created is not None
+    slot1 = Timetable.of(CRON, "UTC").next_after(max(created, clock.now))
+    assert slot1 is not None
+    first = run_name(NAME, slot1)
+    clock.now = slot1 + timedelta(seconds=10)
+    await cluster.until_phase(first, "Running")
+
+    slot2 = slot1 + timedelta(minutes=5)
+    clock.now = slot2 + timedelta(seconds=10)
+    await cluster.until(lambda: status(cluster).get("lastSlotTime") == er.rfc3339(slot2))
+    assert status(cluster)["lastOutcome"] == "skipped"
+    assert run_names(cluster) == {first}
+
+    await patch_schedule(cluster, {"spec": {"concurrencyPolicy": "Replace"}})
+    slot3 = slot2 + timedelta(minutes=5)
+    clock.now = slot3 + timedelta(seconds=10)
+    await cluster.until_phase(first, "Cancelled")
+    third = run_name(NAME, slot3)
+    await cluster.until(lambda: cluster.request(third) is not None)
+    assert run_names(cluster) == {first, third}
+    await cluster.patch_request(third, {"spec": {"cancel": True}})  # stop the endless run
+    await cluster.until_phase(third, "Cancelled")
+    await operator.stop()
