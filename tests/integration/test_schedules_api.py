@@ -11,11 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
+from exportd import backup as backups
 from exportd import exportrequest as er
 from exportd import metrics
 from exportd.api import create_app
 from exportd.api.scheduler import Scheduler
 from exportd.catalog import Catalog
+from exportd.store.base import store_from_settings
+from exportd.store.schedules import ScheduleStore
 from tests.integration.conftest import ENDLESS_BODY, MENU_BODY, auth, make_settings
 from tests.integration.protect_harness import FakeClock, Harness, started_api
 from tests.k8s.api import ClusterBackend
@@ -270,3 +273,39 @@ async def test_api_schedules_on_the_kubernetes_backend_make_one_export_request_p
             shown = await show(h, sid)
             assert [(r["exportId"], r["phase"]) for r in shown["runs"]] == [(run, "Succeeded")]
             assert shown["lastSuccessfulTime"]
+
+
+async def test_schedules_are_backed_up_and_restored(tmp_path: Path, sample_db: Path) -> None:
+    """`exportd backup` keeps the API's schedules (spec and state) in schedules.jsonl; a
+    restore into an empty store brings them back identical, and a second restore skips them."""
+    body = {"schedule": "0 7 * * MON", "timeZone": "Europe/Berlin", "template": MENU_BODY}
+    async with started_api(tmp_path, sample_db, now=NOON, **QUIET) as h:
+        await create(h, body)
+        await tick(h, at("2099-06-08T05:00:05"))  # Monday 07:00 Berlin: state moves on
+        settings = h.settings
+    summary = await backups.backup(settings, tmp_path / "backups")
+    assert summary.schedules == 1
+
+    target = make_settings(tmp_path / "target", sample_db)
+    restored = await backups.restore(target, summary.path)
+    assert (restored.schedules_restored, restored.schedules_skipped) == (1, 0)
+    again = await backups.restore(target, summary.path)
+    assert (again.schedules_restored, again.schedules_skipped) == (0, 1)
+
+    stores = [store_from_settings(s) for s in (settings, target)]
+    for store in stores:
+        await store.open()
+    try:
+        source_schedules, target_schedules = [
+            await schedule_store_of(store).list_schedules(None) for store in stores
+        ]
+    finally:
+        for store in stores:
+            await store.close()
+    assert target_schedules == source_schedules
+    assert source_schedules[0].state.last_schedule_time == at("2099-06-08T05:00:00")
+
+
+def schedule_store_of(store: object) -> ScheduleStore:
+    assert isinstance(store, ScheduleStore)
+    return store
