@@ -306,7 +306,11 @@ class CommonSettings(BaseSettings):
         configured: SecretStr | None = getattr(self, name)
         if configured is not None:
             return configured.get_secret_value()
-        return _dev_secret(self.data_dir / "secrets" / name)
+        return _dev_secret(self.dev_secret_path(name))
+
+    def dev_secret_path(self, name: str) -> Path:
+        """Where the development secret ``name`` is kept when settings name none."""
+        return self.data_dir / "secrets" / name
 
 
 def _dev_secret(path: Path) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -74,23 +75,37 @@ def installed(venv: Path) -> set[str]:
 
 
 def wait_for_token(process: subprocess.Popen[str]) -> str:
-    """The development token ``make run`` prints, read from its output."""
+    """The development token ``make run`` prints, read from its output, which also tells how
+    to mint a token for another user."""
     assert process.stdout is not None
     lines: list[str] = []
     for line in process.stdout:
         lines.append(line)
         if line.startswith("A development token"):
             token = next(process.stdout).strip()
+            assert "make token SUB=bob" in _until_blank_after(process.stdout, "another user")
             # The server logs on: keep its pipe drained so it never blocks on a full pipe.
             threading.Thread(target=process.stdout.read, daemon=True).start()
             return token
     raise AssertionError("make run ended without printing a token:\n" + "".join(lines[-30:]))
 
 
+def _until_blank_after(lines: Iterator[str], marker: str) -> str:
+    """The paragraph that contains ``marker``."""
+    seen: list[str] = []
+    for line in lines:
+        if marker in line or seen:
+            if not line.strip():
+                break
+            seen.append(line)
+    return "".join(seen)
+
+
 def test_make_run_installs_the_server_without_test_tooling(tmp_path: Path) -> None:
     """``make run`` in a fresh copy of the repository with no virtual environment: it prints a
-    token, the server it starts accepts that token, and the environment it built holds exportd's
-    server dependencies (fastapi, uvicorn, duckdb) and none of the test tooling."""
+    token and says how to mint one for another user; the server it starts accepts that token and
+    one from ``make token SUB=bob``; the environment it built holds exportd's server dependencies
+    (fastapi, uvicorn, duckdb) and none of the test tooling."""
     clone = tmp_path / "exportd"
     copy_tracked_files(clone)
     port = free_port()
@@ -112,8 +127,15 @@ def test_make_run_installs_the_server_without_test_tooling(tmp_path: Path) -> No
     )
     try:
         token = wait_for_token(process)
-        answer = _when_listening(f"http://127.0.0.1:{port}/v1/credits", token, process)
+        credits = f"http://127.0.0.1:{port}/v1/credits"
+        answer = _when_listening(credits, token, process)
         assert answer.status_code == 200, answer.text
+        minted = subprocess.run(
+            ["make", "-s", "token", "SUB=bob"], cwd=clone, env=env, capture_output=True, text=True
+        )
+        assert minted.returncode == 0, minted.stderr
+        bob = httpx.get(credits, headers={"Authorization": f"Bearer {minted.stdout.strip()}"})
+        assert bob.status_code == 200, bob.text
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
