@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the subject (user) the token names")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--scope", action="append", default=[], help="a scope to grant")
+    token.add_argument("--email", help="the email claim (who e-mailed exports may go to)")
 
     backup = commands.add_parser("backup", help="save export records (and ExportRequests)")
     backup.add_argument(
@@ -237,6 +238,7 @@ def token(args: argparse.Namespace, out: IO[str]) -> int:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             scopes=args.scope,
+            email=args.email,
         ),
         file=out,
     )

@@ -18,7 +18,7 @@ from exportd.api.observability import ObservabilityMiddleware, UserContextMiddle
 from exportd.api.problems import install_problem_handlers
 from exportd.api.protection import Protection, install_protection
 from exportd.api.ratelimit import RateLimitMiddleware
-from exportd.api.routes import credits, events, exports, files, links, meta, page
+from exportd.api.routes import credits, events, exports, files, links, meta, outbox, page
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
@@ -71,6 +71,7 @@ def create_app(
     app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
     app.add_middleware(ObservabilityMiddleware)  # outermost: request id, metrics, access log
     # page first: it owns GET /, the web page.
-    for module in (page, probes, observability, meta, exports, events, files, credits, links):
+    routers = (page, probes, observability, meta, exports, events, files, credits, links, outbox)
+    for module in routers:
         app.include_router(module.router)
     return app

@@ -13,6 +13,7 @@ from exportd.api.models import ExportResource
 from exportd.catalog import Catalog
 from exportd.errors import FieldError, InvalidInput
 from exportd.links import HandleLinks
+from exportd.outbox import outbox_enabled
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
 from exportd.spec import ExportRequestBody, ExportSpec, Phase, ReturnType
@@ -100,9 +101,10 @@ class ApiContext:
 
 
 def email_configured(settings: ApiSettings) -> bool:
-    """E-mail delivery needs an SMTP server and a sender; without them no request may ask for
-    it (a 422 at once, rather than an export that fails after running)."""
-    return settings.smtp.host is not None and settings.smtp.sender is not None
+    """E-mail delivery needs an SMTP server and a sender, or the development outbox; without
+    them no request may ask for it (a 422 at once, rather than an export that fails later)."""
+    smtp = settings.smtp
+    return (smtp.host is not None and smtp.sender is not None) or outbox_enabled(settings)
 
 
 def _from_epoch(seconds: int) -> datetime:
