@@ -14,6 +14,7 @@ from exportd.api.backends import backend_from_settings
 from exportd.api.backends.base import ExportBackend
 from exportd.api.bodylimit import BodyLimitMiddleware
 from exportd.api.context import ApiContext
+from exportd.api.head import HeadAsGetMiddleware
 from exportd.api.observability import ObservabilityMiddleware, UserContextMiddleware, operations
 from exportd.api.problems import install_problem_handlers
 from exportd.api.protection import Protection, install_protection
@@ -70,6 +71,7 @@ def create_app(
     app.add_middleware(UserContextMiddleware)  # inside the bearer check: sees the user
     app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
     app.add_middleware(ObservabilityMiddleware)  # outermost: request id, metrics, access log
+    app.add_middleware(HeadAsGetMiddleware)  # HEAD runs as GET everywhere, without the body
     # page first: it owns GET /, the web page.
     routers = (page, probes, observability, meta, exports, events, files, credits, links, outbox)
     for module in routers:
