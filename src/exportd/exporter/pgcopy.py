@@ -294,9 +294,7 @@ class PostgresCsvCopy:
         self.close()
 
 
-def _flush(
-    buffer: bytearray, rows: int, file: BinaryIO, neutralize_formulas: bool = True
-) -> int:
+def _flush(buffer: bytearray, rows: int, file: BinaryIO, neutralize_formulas: bool = True) -> int:
     """Write ``rows`` whole rows (each ending in LF) cleaned, neutralized, with CRLF ends."""
     if not rows:
         return 0
