@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from exportd import outbox
 from exportd.api.auth import PrincipalDep
 from exportd.api.context import ContextDep
+from exportd.api.models import Problem
 from exportd.api.protection import ProtectionDep
 from exportd.errors import NotFound
 from exportd.spec import CamelModel
@@ -68,6 +69,7 @@ async def list_outbox(
 @router.get(
     "/v1/outbox/{export_id}",
     response_class=FileResponse,
+    responses={404: {"model": Problem, "content": {"application/problem+json": {}}}},
     summary="One kept e-mail, as it would have been sent (message/rfc822)",
 )
 async def get_outbox_message(
