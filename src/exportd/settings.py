@@ -465,7 +465,8 @@ class ApiSettings(CommonSettings):
         20,
         ge=0,
         description="E-mail exports one user may request per day (a moving 24 h window, counted "
-        "where rate limits are: Redis or memory); beyond it 429 `EmailCapReached`. 0: none.",
+        "where rate limits are: Redis or memory); beyond it 429 `EmailCapReached`. 0: e-mail "
+        "delivery off (403 `EmailDisabled`).",
     )
     # -- HTTPS served by the API itself, for deployments without a TLS-terminating proxy --
     tls_cert_file: Path | None = Field(

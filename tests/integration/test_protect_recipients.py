@@ -98,3 +98,14 @@ async def test_daily_cap_refuses_the_third_email_export(tmp_path: Path, sample_d
         assert link.status_code == 200 and "url" in link.json()
         other = await api.client.post("/export", json=emailed("b@example.com"), headers=auth("v"))
         assert other.json() == EMAIL_SENT
+
+
+async def test_a_cap_of_zero_turns_email_off(tmp_path: Path, sample_db: Path) -> None:
+    """``email_daily_cap_per_user: 0``: every e-mail export is refused 403 EmailDisabled (no
+    export, no charge); a link export is served."""
+    async with embedded_api(tmp_path / "data", sample_db, email_daily_cap_per_user=0) as api:
+        refused = await api.client.post("/export", json=emailed("a@example.com"), headers=auth("u"))
+        await assert_refused(api, refused, "u", 403)
+        assert refused.json()["reason"] == "EmailDisabled"
+        link = await api.client.post("/export", json=SMALL_BODY, headers=auth("u"))
+        assert link.status_code == 200 and "url" in link.json()

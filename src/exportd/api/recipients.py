@@ -88,7 +88,11 @@ class RecipientPolicy:
     async def check_cap(self, owner: str) -> None:
         """Raise EmailCapReached when ``owner`` used up the day's e-mail exports."""
         if self.daily_cap == 0:
-            raise EmailCapReached("e-mail delivery is disabled (email_daily_cap_per_user is 0)")
+            raise Forbidden(
+                "e-mail delivery is turned off here (email_daily_cap_per_user is 0); ask for a "
+                "link instead (returnType url)",
+                reason="EmailDisabled",
+            )
         item = self._item()
         try:
             allowed = await self.counter.test(item, _POLICY_NAME, owner)
