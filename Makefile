@@ -6,11 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# `make run` and `make token` need only the server (the `api` extra): no test tooling.
+SERVER_STAMP := $(VENV)/.installed-server
+SUB ?= dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export EXPORTD_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run test lint unit integration e2e services system-deps bench clean
+.PHONY: install install-server run token test lint unit integration e2e services system-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +23,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# The server alone; the test stamp above implies it (the `test` extra contains `api`).
+$(SERVER_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	test -f $(STAMP) -a $(STAMP) -nt pyproject.toml || $(PIP) install -q -e '.[api]'
+	touch $(SERVER_STAMP)
+
+install-server: $(SERVER_STAMP)
+
+run: $(SERVER_STAMP)
 	$(VENV)/bin/exportd serve --host $(HOST) --port $(PORT) --print-quickstart
+
+# A token for another user of the server `make run` started: make token SUB=bob
+token: $(SERVER_STAMP)
+	$(VENV)/bin/exportd token --sub $(SUB) --ttl 86400
 
 services:
 	bash scripts/ensure-services.sh

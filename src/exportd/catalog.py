@@ -58,6 +58,19 @@ class VariableSchema(CatalogModel):
     pattern: str | None = None
     max_length: int = Field(STRING_MAX_DEFAULT, ge=1, le=10_000)
     description: str = ""
+    examples: list[VariableValue] | None = None  # shown as hints by the page and the API docs
+
+    def public_schema(self) -> dict[str, Any]:
+        """The schema as clients see it: bounds in the variable's own type (``1``, not ``1.0``)
+        and ``maxLength`` only where it applies (strings)."""
+        shown = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.type is not VariableKind.STRING:
+            shown.pop("maxLength", None)
+        if self.type is VariableKind.INTEGER:
+            for bound in ("min", "max"):
+                if bound in shown and float(shown[bound]).is_integer():
+                    shown[bound] = int(shown[bound])
+        return shown
 
 
 class ExportType(CatalogModel):
@@ -72,11 +85,28 @@ class ExportType(CatalogModel):
     statement_timeout_seconds: int = Field(300, ge=1, le=86_400)
     max_rows: int | None = Field(None, ge=1)
     csv_bom: bool = False  # a UTF-8 byte order mark, for Excel versions that need it
+    csv_layout: Literal["header", "comments"] = Field(
+        "header",
+        description="CSV layout: 'header' (the header row first, nothing else: csv readers, "
+        "pandas and spreadsheet imports take it as is; the timestamps go to a JSON sidecar "
+        "beside the file) or 'comments' (a '# exportd:' line with the request time first and "
+        "one with the completion time last)",
+    )
+    csv_neutralize_formulas: bool = Field(
+        True,
+        description="Prefix ' to CSV text starting with = + - @ TAB or CR, so spreadsheet "
+        "programs show it instead of running it as a formula; off for machine consumers",
+    )
     xlsx_writer: Literal["fast", "xlsxwriter"] = Field(
         "fast",
         description="XLSX writer: 'fast' (bulk sheet XML, the default) or 'xlsxwriter' "
         "(XlsxWriter's row loop, for what needs its features; ~15x slower)",
     )
+
+    @property
+    def csv_sidecar(self) -> bool:
+        """A CSV of this type has its times in a sidecar (exportd.exporter.sidecar)."""
+        return self.metadata and self.csv_layout == "header"
 
     def public_view(self, name: str) -> dict[str, Any]:
         """What ``GET /v1/export-types`` shows: everything but the query and the source."""
@@ -84,10 +114,7 @@ class ExportType(CatalogModel):
             "name": name,
             "title": self.title or name,
             "description": self.description,
-            "variables": {
-                key: var.model_dump(mode="json", by_alias=True, exclude_none=True)
-                for key, var in self.variables.items()
-            },
+            "variables": {key: var.public_schema() for key, var in self.variables.items()},
             "metadata": self.metadata,
             "timezone": self.timezone,
         }

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the subject (user) the token names")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--scope", action="append", default=[], help="a scope to grant")
+    token.add_argument("--email", help="the email claim (who e-mailed exports may go to)")
 
     backup = commands.add_parser("backup", help="save export records (and ExportRequests)")
     backup.add_argument(
@@ -198,8 +199,24 @@ def quickstart(settings: ApiSettings) -> str:
             "Export myexport.xlsx (users of tiers 1-2) with:",
             f'  curl -sS -o myexport.xlsx "$({request} | {pick_url})"',
             "",
+            "A token for another user (here bob), from the repository folder:",
+            "  make token SUB=bob",
+            f"  or: EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} "
+            f"{shlex.quote(_exportd_command())} token --sub bob",
+            "",
+            f"The web page: {base}/ (paste the token).",
+            "",
         ]
     )
+
+
+def _exportd_command() -> str:
+    """How this shell can run ``exportd`` again: the venv's script, relative when it is below."""
+    script = Path(sys.executable).parent / "exportd"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 # -- token ----------------------------------------------------------------------------------
@@ -208,23 +225,39 @@ def quickstart(settings: ApiSettings) -> str:
 def token(args: argparse.Namespace, out: IO[str]) -> int:
     from exportd.tokens import mint_token
 
-    settings = ApiSettings()
+    settings = _api_settings({})  # the data directory and secret exactly as `serve` finds them
     algorithm = settings.jwt_algorithms[0]
     if not algorithm.startswith("HS"):
         raise InvalidInput(f"cannot mint {algorithm} tokens: only a shared secret (HS*) can")
     print(
         mint_token(
             args.sub,
-            settings.secret("jwt_secret"),
+            _served_secret(settings),
             args.ttl,
             algorithm=algorithm,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             scopes=args.scope,
+            email=args.email,
         ),
         file=out,
     )
     return 0
+
+
+def _served_secret(settings: ApiSettings) -> str:
+    """The secret a server verifies with; never a new one (no server would accept its tokens)."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.dev_secret_path("jwt_secret")
+    if not path.is_file():
+        raise InvalidInput(
+            f"no exportd server uses the data directory {settings.data_dir} (it has no "
+            f"{path.relative_to(settings.data_dir)}), so no server would accept a token signed "
+            "here. Run this where you ran `exportd serve` (or `make token SUB=...` in the "
+            "repository), or set EXPORTD_DATA_DIR (or EXPORTD_JWT_SECRET) to the server's."
+        )
+    return settings.secret("jwt_secret")
 
 
 # -- run ------------------------------------------------------------------------------------

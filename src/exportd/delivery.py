@@ -19,6 +19,9 @@ the file is still reachable; a duplicate e-mail with an attachment cannot be tak
 The message carries the file when the whole message, base64 and headers included, fits under
 ``smtp.attachment_limit_bytes``; otherwise a link valid for ``link_expiry_seconds`` (the API's
 handle link in ``link_mode: handle``, else a signed storage URL).
+
+With no SMTP server and ``smtp.outbox`` on (embedded mode's default), the composed message is
+kept in the development outbox (:mod:`exportd.outbox`) instead, under the same claim.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from exportd import mail
+from exportd import mail, outbox
 from exportd.errors import ExportdError, PermanentFailure
 from exportd.links import HandleLinks
 from exportd.settings import CommonSettings
@@ -52,6 +55,7 @@ from exportd.spec import (
 from exportd.storage.base import Storage, StoredObject
 
 MARKER_NAME = ".delivered-email"
+OUTBOX_REASON = "KeptInOutbox"
 _BASE64_LINE = 76
 
 
@@ -117,7 +121,8 @@ def deliver(
     if spec.return_type is not ReturnType.EMAIL:
         return DeliveryOutcome(delivered=None, reason="NotRequested")
     config = settings.smtp
-    if not config.host or config.sender is None:
+    in_outbox = outbox.outbox_enabled(settings)
+    if not in_outbox and (not config.host or config.sender is None):
         raise PermanentFailure(
             "returnType email needs smtp.host and smtp.sender", reason=mail.NOT_CONFIGURED
         )
@@ -138,6 +143,8 @@ def deliver(
         transmitted = True
 
     try:
+        if in_outbox:
+            return _keep_in_outbox(spec, message, method, expires_at, settings)
         mail.send_message(config, message, on_transmit=mark_transmitted)
     except BaseException as exc:
         if not (transmitted and _maybe_accepted(exc)):
@@ -153,18 +160,47 @@ def deliver(
     )
 
 
+def _keep_in_outbox(
+    spec: ExportSpec,
+    message: EmailMessage,
+    method: Literal["attachment", "link"],
+    expires_at: datetime | None,
+    settings: CommonSettings,
+) -> DeliveryOutcome:
+    """The development outbox instead of a server: the message is kept, not sent."""
+    entry = outbox.OutboxEntry(
+        export_id=spec.id,
+        requested_by=spec.requested_by,
+        to=str(spec.email),
+        subject=str(message["Subject"]),
+        kept_at=utc_now(),
+        method=method,
+        bytes=0,
+    )
+    path = outbox.keep(outbox.outbox_dir(settings), entry, message)
+    return DeliveryOutcome(
+        delivered=True,
+        reason=OUTBOX_REASON,
+        message=f"kept in the development outbox as {path} (no smtp.host: nothing was sent)",
+        method=method,
+        message_id=str(message["Message-ID"]),
+        link_expires_at=expires_at,
+    )
+
+
 def compose(
     spec: ExportSpec, stored: StoredObject, storage: Storage, settings: CommonSettings
 ) -> tuple[EmailMessage, Literal["attachment", "link"], datetime | None]:
     """The e-mail for ``spec``: with the file attached when it fits, else with a link."""
     config = settings.smtp
-    assert config.sender is not None and spec.email is not None
+    assert spec.email is not None
+    sender = str(config.sender or outbox.OUTBOX_SENDER)
     envelope = functools.partial(
         mail.build_message,
-        sender=str(config.sender),
+        sender=sender,
         recipient=str(spec.email),
         subject=mail.SUBJECT.substitute(file_name=spec.file_name),
-        message_id=f"<{spec.id}.export@{str(config.sender).rpartition('@')[2]}>",
+        message_id=f"<{spec.id}.export@{sender.rpartition('@')[2]}>",
     )
     values = {"file_name": spec.file_name, "export_type": spec.type, "export_id": spec.id}
     if base64_size(stored.size) < config.attachment_limit_bytes:

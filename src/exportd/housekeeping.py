@@ -34,7 +34,7 @@ from pathlib import Path
 
 from exportd import metrics
 from exportd.settings import CommonSettings
-from exportd.spec import ExportErrorInfo, Phase, utc_now
+from exportd.spec import ExportErrorInfo, Phase, csv_sidecar_key, utc_now
 from exportd.storage.base import Storage
 from exportd.store.base import ExportRecord, PageCursor, StateStore
 
@@ -64,9 +64,10 @@ def retention_action(
 
 
 def keys_to_delete(action: RetentionAction, export_id: str, object_key: str | None) -> list[str]:
-    """What an expiry removes from storage: the file; with the record, also the e-mail claim
-    marker (kept as long as the record, so the at-most-once e-mail stays at most once)."""
-    keys = [object_key] if object_key else []
+    """What an expiry removes from storage: the file (and a CSV's times sidecar, if any); with
+    the record, also the e-mail claim marker (kept as long as the record, so the at-most-once
+    e-mail stays at most once)."""
+    keys = [object_key, csv_sidecar_key(object_key)] if object_key else []
     if action is RetentionAction.DELETE_RECORD:
         keys.append(f"exports/{export_id}/{MARKER_NAME}")
     return keys

@@ -149,6 +149,12 @@ class SmtpConfig(BaseModel):
         description="Largest whole message (base64 included) sent with the file attached; "
         "larger exports are e-mailed as a link.",
     )
+    outbox: bool | None = Field(
+        None,
+        description="Development only, when `host` is unset: keep e-mails as files under "
+        "DATA_DIR/outbox (listed on the web page) instead of sending them. Unset: on in embedded "
+        "mode, off otherwise; any `host` turns it off.",
+    )
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:
@@ -313,7 +319,11 @@ class CommonSettings(BaseSettings):
         configured: SecretStr | None = getattr(self, name)
         if configured is not None:
             return configured.get_secret_value()
-        return _dev_secret(self.data_dir / "secrets" / name)
+        return _dev_secret(self.dev_secret_path(name))
+
+    def dev_secret_path(self, name: str) -> Path:
+        """Where the development secret ``name`` is kept when settings name none."""
+        return self.data_dir / "secrets" / name
 
 
 def _dev_secret(path: Path) -> str:
@@ -444,6 +454,27 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body; larger ones are answered 413."
     )
+    # -- who may receive e-mailed exports (issue 18) --
+    email_recipients: Literal["any", "domains", "token"] = Field(
+        "any",
+        description="Who `returnType: email` may send to: `any` address; `domains`: addresses "
+        "in `email_allowed_domains` only; `token`: only the caller token's `email` claim. "
+        "Others are refused 403 `RecipientNotAllowed`. The embedded default `any` suits the "
+        "development outbox; set `domains` or `token` before configuring a real SMTP server "
+        "(the Helm chart defaults to `domains`).",
+    )
+    email_allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains whose addresses may receive exports (`email_recipients: domains`); "
+        "`example.com` allows `a@example.com`, not `a@sub.example.com`.",
+    )
+    email_daily_cap_per_user: int = Field(
+        20,
+        ge=0,
+        description="E-mail exports one user may request per day (a moving 24 h window, counted "
+        "where rate limits are: Redis or memory); beyond it 429 `EmailCapReached`. 0: e-mail "
+        "delivery off (403 `EmailDisabled`).",
+    )
     # -- HTTPS served by the API itself, for deployments without a TLS-terminating proxy --
     tls_cert_file: Path | None = Field(
         None,
@@ -468,6 +499,18 @@ class ApiSettings(CommonSettings):
         if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
             raise ValueError("set at most one of jwt_public_key and jwt_jwks_url")
         return self
+
+    @model_validator(mode="after")
+    def _embedded_outbox(self) -> ApiSettings:
+        """The development outbox (:mod:`exportd.outbox`) by default in embedded mode only."""
+        if self.smtp.outbox is None:
+            self.smtp.outbox = self.backend is Backend.EMBEDDED and self.smtp.host is None
+        return self
+
+    @field_validator("email_allowed_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [domain.strip().lower().lstrip("@") for domain in value if domain.strip()]
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:

@@ -192,6 +192,15 @@ class ExportSpec(CamelModel):
         return f"exports/{self.id}/{self.file_name}"
 
 
+# A CSV in the default `header` layout has its times in a JSON object beside it
+# (exportd.exporter.sidecar); housekeeping deletes it with the file, the API links to it.
+CSV_SIDECAR_SUFFIX = ".meta.json"
+
+
+def csv_sidecar_key(object_key: str) -> str:
+    return f"{object_key}{CSV_SIDECAR_SUFFIX}"
+
+
 class ExportErrorInfo(CamelModel):
     reason: str
     message: str

@@ -249,9 +249,10 @@ def mint_token(
     scopes: Sequence[str] = (),
     now: float | None = None,
     headers: dict[str, Any] | None = None,
+    email: str | None = None,
 ) -> str:
     """A signed token for development and tests (``exportd token``); ``secret`` is the HS
-    secret or a private key."""
+    secret or a private key; ``email`` becomes the ``email`` claim (``email_recipients: token``)."""
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {"sub": sub, "iat": issued, "nbf": issued, "exp": issued + ttl}
     if audience is not None:
@@ -260,4 +261,6 @@ def mint_token(
         claims["iss"] = issuer
     if scopes:
         claims["scope"] = " ".join(scopes)
+    if email is not None:
+        claims["email"] = email
     return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)

@@ -40,15 +40,39 @@ def exportd(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Com
 
 
 def test_token_is_signed_with_the_secret_serve_verifies_with(tmp_path: Path) -> None:
-    """``exportd token --sub alice`` without a configured secret creates the data dir's dev
-    secret; a verifier built from the same settings accepts it and names alice."""
+    """A server's data directory holds its development secret (made here by the verifier serve
+    builds); ``exportd token --sub alice`` with that data directory signs with it: the verifier
+    accepts the token and names alice."""
+    settings = ApiSettings(data_dir=tmp_path / "data")
+    verifier = TokenVerifier.from_settings(settings)  # creates the secret, as serve's app does
     env = cli_env(tmp_path / "data", tmp_path / "unused.duckdb")
     done = exportd("token", "--sub", "alice", "--ttl", "600", env=env)
     assert done.returncode == 0, done.stderr
-    settings = ApiSettings(data_dir=tmp_path / "data")
-    principal = TokenVerifier.from_settings(settings).verify(done.stdout.strip())
+    principal = verifier.verify(done.stdout.strip())
     assert principal.sub == "alice"
     assert principal.claims["exp"] - principal.claims["iat"] == 600
+
+
+def test_token_finds_the_data_directory_as_serve_does(tmp_path: Path) -> None:
+    """With no EXPORTD_DATA_DIR both commands use ``./var`` of the folder they run in: a token
+    minted in the server's folder is accepted; one asked for in another folder is refused with
+    exit status 3 and a message naming that folder's data directory and the way out, and no
+    secret (nor any ``var/``) is created there."""
+    server_dir, elsewhere = tmp_path / "server", tmp_path / "elsewhere"
+    server_dir.mkdir()
+    elsewhere.mkdir()
+    env = cli_env(tmp_path / "unused", tmp_path / "unused.duckdb")
+    del env["EXPORTD_DATA_DIR"]
+    verifier = TokenVerifier.from_settings(ApiSettings(data_dir=server_dir / "var"))
+    minted = exportd("token", "--sub", "bob", env=env, cwd=server_dir)
+    assert minted.returncode == 0, minted.stderr
+    assert verifier.verify(minted.stdout.strip()).sub == "bob"
+    refused = exportd("token", "--sub", "bob", env=env, cwd=elsewhere)
+    assert refused.returncode == 3
+    assert refused.stdout == ""
+    assert f"no exportd server uses the data directory {elsewhere / 'var'}" in refused.stderr
+    assert "EXPORTD_DATA_DIR" in refused.stderr
+    assert not (elsewhere / "var").exists()
 
 
 def test_run_writes_the_export_to_the_output_path(tmp_path: Path, sample_db: Path) -> None:

@@ -145,11 +145,11 @@ async def test_small_email_export_arrives_attached_and_post_export_says_so(
 async def test_email_export_over_the_limit_carries_a_link_to_the_same_bytes(
     moto: ServerProcess, smtp: SmtpServer, pki: Pki, tmp_path: Path, sample_db: Path
 ) -> None:
-    """With a 1 KiB limit the whole message would not fit: no attachment, a signed storage
+    """With a 256-byte limit the whole message would not fit: no attachment, a signed storage
     link in the body instead, and it downloads the recorded bytes."""
     overrides = {
         "storage": fresh_s3_bucket(moto.url),
-        "smtp": smtp_config(smtp.port, pki, attachment_limit_bytes=1024),
+        "smtp": smtp_config(smtp.port, pki, attachment_limit_bytes=256),
     }
     async with embedded_api(tmp_path / "data", sample_db, **overrides) as api:
         body = {**SMALL_BODY, "returnType": "email", "email": RECIPIENT}

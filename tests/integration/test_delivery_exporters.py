@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exportd.settings import CommonSettings
-from exportd.spec import ReturnType
+from exportd.spec import ReturnType, csv_sidecar_key
 from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
 from tests.integration.delivery_apps import RECIPIENT, sha256
@@ -70,4 +70,6 @@ def test_two_exporters_racing_for_one_email_export_store_one_object_and_send_one
     storage = S3Storage.from_settings(CommonSettings(storage=storage_config, data_dir=tmp_path))
     listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"exports/{spec.id}/")
     keys = sorted(o["Key"] for o in listing.get("Contents", []))
-    assert keys == [f"exports/{spec.id}/.delivered-email", spec.object_key]
+    # The file, its times sidecar (the default CSV layout) and the e-mail claim, once each.
+    marker, sidecar = f"exports/{spec.id}/.delivered-email", csv_sidecar_key(spec.object_key)
+    assert keys == [marker, spec.object_key, sidecar]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from exportd.errors import Cancelled, InvalidInput, PermanentFailure
 from exportd.exporter.run import run_export
 from exportd.exporter.writers.xlsx import DATA_SHEET, METADATA_SHEET
 from exportd.settings import ExporterSettings
+from exportd.spec import csv_sidecar_key
 from exportd.storage.local import LocalStorage
 from tests.conftest import SpecFactory
 
@@ -49,6 +51,11 @@ TEST_TYPES = {
         "query": "SELECT id, notes FROM users WHERE id <= 3 ORDER BY id",
         "metadata": False,
         "csvBom": True,
+    },
+    "commentedRawCsv": {
+        "query": "SELECT id, notes FROM users WHERE id <= 3 ORDER BY id",
+        "csvLayout": "comments",
+        "csvNeutralizeFormulas": False,
     },
 }
 
@@ -97,20 +104,46 @@ def test_seed_request_as_xlsx_holds_every_row_and_both_timestamps(
     assert _leftovers(settings) == [path]
 
 
-def test_seed_request_as_csv_has_rows_between_metadata_lines(
+def test_seed_request_as_csv_starts_with_its_header_and_keeps_times_beside_it(
     settings: ExporterSettings, make_export_spec: SpecFactory
 ) -> None:
+    """The default CSV layout: the header row first, every row, nothing else (no comment line,
+    no trailer), formula text neutralized; the request and completion times, the row count and
+    the checksum are in the JSON sidecar beside the file."""
     spec = make_export_spec(file_name="x.csv")
     result = run_export(spec, settings)
-    text = _storage(settings).path_of(spec.object_key).read_bytes().decode("utf-8")
-    lines = text.split("\r\n")
-    assert lines[0].startswith(f"# exportd: export={spec.id} type=userExport requested_at=")
-    assert lines[-2] == f"# exportd: completed_at={_iso(result.completed_at)} rows=40000"
-    rows = list(csv.reader(io.StringIO("\r\n".join(lines[1:-2]), newline="")))
+    path = _storage(settings).path_of(spec.object_key)
+    rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
+    assert rows[0][:4] == ["id", "name", "email", "tier"]
     assert len(rows) == 40_001
     assert rows[1][0] == "1"
     assert rows[1][9] == '\'=HYPERLINK("http://x","y")'
+    sidecar = json.loads(_storage(settings).path_of(csv_sidecar_key(spec.object_key)).read_text())
+    assert sidecar["requestedAt"] == _iso(spec.requested_at)
+    assert sidecar["completedAt"] == _iso(result.completed_at)
+    assert (sidecar["export"], sidecar["rows"], sidecar["sha256"]) == (
+        spec.id,
+        40_000,
+        result.sha256,
+    )
     assert result.completed_at >= spec.requested_at
+
+
+def test_comments_layout_and_raw_formulas_per_export_type(
+    settings: ExporterSettings, make_export_spec: SpecFactory
+) -> None:
+    """An export type with ``csvLayout: comments`` and ``csvNeutralizeFormulas: false``: the
+    ``# exportd:`` request line first and completion line last, formula text as it is, and no
+    sidecar."""
+    spec = make_export_spec(type="commentedRawCsv", variables={}, file_name="c.csv")
+    result = run_export(spec, settings)
+    lines = _storage(settings).path_of(spec.object_key).read_bytes().decode().split("\r\n")
+    assert lines[0].startswith(f"# exportd: export={spec.id} type=commentedRawCsv requested_at=")
+    assert lines[-2] == f"# exportd: completed_at={_iso(result.completed_at)} rows=3"
+    rows = list(csv.reader(io.StringIO("\r\n".join(lines[1:-2]), newline="")))
+    assert rows[0] == ["id", "notes"]
+    assert rows[1] == ["1", '=HYPERLINK("http://x","y")']
+    assert not _storage(settings).path_of(csv_sidecar_key(spec.object_key)).exists()
 
 
 def _iso(moment: object) -> str:
@@ -129,8 +162,8 @@ def test_rerun_of_the_same_spec_publishes_nothing_new(
     assert (first.created, second.created) == (True, False)
     assert second.sha256 == first.sha256
     final = _storage(settings).path_of(spec.object_key)
-    assert [p.name for p in final.parent.iterdir()] == ["again.csv"]
-    assert _leftovers(settings) == [final]
+    assert sorted(p.name for p in final.parent.iterdir()) == ["again.csv", "again.csv.meta.json"]
+    assert _leftovers(settings) == [final, final.with_name("again.csv.meta.json")]
 
 
 def test_cancel_while_rows_stream_leaves_nothing(
@@ -212,7 +245,7 @@ def test_injection_in_free_text_variables_is_bound_harmlessly(
     )
     run_export(honest, settings)
     lines = _storage(settings).path_of(honest.object_key).read_bytes().decode().split("\r\n")
-    assert lines[1:5] == ['"category","menus"', '"training",3', '"balance",1', '"stretch",1']
+    assert lines[0:4] == ['"category","menus"', '"training",3', '"balance",1', '"stretch",1']
     with duckdb.connect(str(sample_db), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM users").fetchone() == (100_000,)
 

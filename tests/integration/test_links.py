@@ -189,7 +189,7 @@ async def test_email_of_a_large_export_carries_the_handle_link(
     pki: Pki = make_pki(tmp_path)
     server = start_smtp(starttls_context=pki.server_context, require_auth=True)
     try:
-        smtp = smtp_config(server.port, pki, attachment_limit_bytes=1024)
+        smtp = smtp_config(server.port, pki, attachment_limit_bytes=256)
         async with embedded_api(
             tmp_path / "data", sample_db, **handle_settings(moto, smtp=smtp)
         ) as api:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exportd.settings import CommonSettings, StorageConfig
+from exportd.spec import csv_sidecar_key
 from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
 from tests.integration.server_fixtures import moto_fixture, s3_bucket_fixture  # noqa: F401
@@ -27,7 +28,7 @@ def test_two_exporters_for_one_export_store_one_object(
 ) -> None:
     """Two exporter processes for one export id, both exit 0: one created the object, both
     report its key and one SHA-256, the stored bytes have it, and the export's prefix holds
-    exactly that one object."""
+    exactly that one object and its times sidecar."""
     storage = S3Storage.from_settings(CommonSettings(storage=s3_bucket, data_dir=tmp_path))
     run_exporter_subprocess.env |= storage_env(s3_bucket, tmp_path)
     spec = make_export_spec(file_name="users.csv", id=f"exp-{uuid.uuid4().hex[:12]}")
@@ -41,4 +42,6 @@ def test_two_exporters_for_one_export_store_one_object(
     stored = b"".join(storage.open_read(spec.object_key))
     assert hashlib.sha256(stored).hexdigest() == results[0]["sha256"]
     listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"exports/{spec.id}/")
-    assert [o["Key"] for o in listing.get("Contents", [])] == [spec.object_key]
+    # The file and its times sidecar (the default CSV layout), each once.
+    keys = [o["Key"] for o in listing.get("Contents", [])]
+    assert keys == [spec.object_key, csv_sidecar_key(spec.object_key)]

@@ -161,15 +161,35 @@ def test_values_schema_refuses_unknown_keys_and_bad_values(helm: Path) -> None:
         assert "schema" in proc.stderr or "does not match" in proc.stderr, proc.stderr
 
 
-def test_embedded_backend_refuses_more_than_one_replica(helm: Path) -> None:
+def refusal(helm: Path, setting: str) -> str:
+    """helm's error output for values the chart must refuse to render."""
     proc = subprocess.run(
-        [str(helm), "template", "x", str(CHART), "--set", "api.backend=embedded"],
+        [str(helm), "template", "x", str(CHART), "--set", setting],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode != 0
-    assert "replicaCount=1" in proc.stderr
+    assert proc.returncode != 0, setting
+    return proc.stderr
+
+
+def test_embedded_backend_refuses_more_than_one_replica(helm: Path) -> None:
+    assert "replicaCount=1" in refusal(helm, "api.backend=embedded")
+
+
+def test_email_needs_an_allow_list_by_default(
+    helm: Path, full_objects: list[dict[str, Any]]
+) -> None:
+    """The chart's default recipient policy is ``domains``: with an SMTP host and no allowed
+    domain it refuses to render, naming the value to set; the full values' allow-list reaches
+    the API as settings (policy, domains as JSON, daily cap)."""
+    stderr = refusal(helm, "delivery.smtp.host=smtp.example.com")
+    assert "delivery.recipients.allowedDomains is required" in stderr
+    container = pod_spec(one(full_objects, "Deployment", "-api"))["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["EXPORTD_EMAIL_RECIPIENTS"] == "domains"
+    assert env["EXPORTD_EMAIL_ALLOWED_DOMAINS"] == '["example.com","corp.example.com"]'
+    assert env["EXPORTD_EMAIL_DAILY_CAP_PER_USER"] == "10"
 
 
 def test_full_values_render_every_optional_part(full_objects: list[dict[str, Any]]) -> None:

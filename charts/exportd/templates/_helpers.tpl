@@ -309,6 +309,21 @@ source-{{ $name }}: {ref: {{ toJson $source.password }}, file: {{ printf "source
 {{- end }}
 {{- end -}}
 
+{{/* Who may receive e-mailed exports (the API enforces it); the default needs an allow-list. */}}
+{{- define "exportd.recipientEnv" -}}
+{{- with .Values.delivery.recipients }}
+{{- if and $.Values.delivery.smtp.host (eq .policy "domains") (empty .allowedDomains) }}
+{{- fail "delivery.recipients.allowedDomains is required with delivery.smtp.host: list the domains exports may be e-mailed to (or set delivery.recipients.policy to token or any)" }}
+{{- end }}
+- name: EXPORTD_EMAIL_RECIPIENTS
+  value: {{ .policy | quote }}
+- name: EXPORTD_EMAIL_ALLOWED_DOMAINS
+  value: {{ toJson .allowedDomains | quote }}
+- name: EXPORTD_EMAIL_DAILY_CAP_PER_USER
+  value: {{ .dailyCapPerUser | int64 | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The catalog volume and mount, when a catalog is configured. */}}
 {{- define "exportd.catalogVolume" -}}
 {{- if include "exportd.hasCatalog" . }}

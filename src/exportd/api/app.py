@@ -14,11 +14,22 @@ from exportd.api.backends import backend_from_settings
 from exportd.api.backends.base import ExportBackend
 from exportd.api.bodylimit import BodyLimitMiddleware
 from exportd.api.context import ApiContext
+from exportd.api.head import HeadAsGetMiddleware
 from exportd.api.observability import ObservabilityMiddleware, UserContextMiddleware, operations
 from exportd.api.problems import install_problem_handlers
 from exportd.api.protection import Protection, install_protection
 from exportd.api.ratelimit import RateLimitMiddleware
-from exportd.api.routes import credits, events, exports, files, links, meta, page, schedules
+from exportd.api.routes import (
+    credits,
+    events,
+    exports,
+    files,
+    links,
+    meta,
+    outbox,
+    page,
+    schedules,
+)
 from exportd.api.scheduler import Scheduler
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings
@@ -74,8 +85,9 @@ def create_app(
     app.add_middleware(UserContextMiddleware)  # inside the bearer check: sees the user
     app.add_middleware(BearerAuthMiddleware, verifier=TokenVerifier.from_settings(settings))
     app.add_middleware(ObservabilityMiddleware)  # outermost: request id, metrics, access log
+    app.add_middleware(HeadAsGetMiddleware)  # HEAD runs as GET everywhere, without the body
     # page first: it owns GET /, the web page.
-    for module in (page, probes, observability, meta, exports, events, files, credits, links):
+    routers = (page, probes, observability, meta, exports, events, files, credits, links, outbox)
+    for module in (*routers, schedules):
         app.include_router(module.router)
-    app.include_router(schedules.router)
     return app

@@ -13,9 +13,17 @@ from exportd.api.models import ExportResource
 from exportd.catalog import Catalog
 from exportd.errors import FieldError, InvalidInput
 from exportd.links import HandleLinks
+from exportd.outbox import outbox_enabled
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
-from exportd.spec import ExportRequestBody, ExportSpec, Phase, ReturnType
+from exportd.spec import (
+    ExportFormat,
+    ExportRequestBody,
+    ExportSpec,
+    Phase,
+    ReturnType,
+    csv_sidecar_key,
+)
 from exportd.storage.base import Storage
 
 EXPORTS_ROUTE = "/v1/exports"
@@ -64,9 +72,20 @@ class ApiContext:
             )
         self.catalog.bind(body.type, dict(body.variables))
 
+    def _sidecar_link(self, spec: ExportSpec, object_key: str) -> str | None:
+        """A signed link to a CSV's times sidecar (default ``header`` layout), if it has one."""
+        if spec.format is not ExportFormat.CSV or spec.type not in self.catalog.types:
+            return None
+        if not self.catalog.get(spec.type).csv_sidecar:
+            return None
+        key = csv_sidecar_key(object_key)
+        return self.storage.signed_url(
+            key, expires_in=self.settings.link_expiry_seconds, download_name=key.rsplit("/")[-1]
+        )[0]
+
     def resource(self, view: ExportView) -> ExportResource:
         spec, status = view.spec, view.status
-        url = expires_at = None
+        url = expires_at = metadata_url = None
         if (
             status.phase is Phase.SUCCEEDED
             and status.object_key
@@ -74,6 +93,7 @@ class ApiContext:
         ):
             url, expires = self.export_link(spec, status.object_key)
             expires_at = _from_epoch(expires)
+            metadata_url = self._sidecar_link(spec, status.object_key)
         return ExportResource(
             id=spec.id,
             type=spec.type,
@@ -89,6 +109,7 @@ class ApiContext:
             attempts=status.attempts,
             url=url,
             expires_at=expires_at,
+            metadata_url=metadata_url,
             requested_at=spec.requested_at,
             started_at=status.started_at,
             completed_at=status.completed_at,
@@ -100,9 +121,10 @@ class ApiContext:
 
 
 def email_configured(settings: ApiSettings) -> bool:
-    """E-mail delivery needs an SMTP server and a sender; without them no request may ask for
-    it (a 422 at once, rather than an export that fails after running)."""
-    return settings.smtp.host is not None and settings.smtp.sender is not None
+    """E-mail delivery needs an SMTP server and a sender, or the development outbox; without
+    them no request may ask for it (a 422 at once, rather than an export that fails later)."""
+    smtp = settings.smtp
+    return (smtp.host is not None and smtp.sender is not None) or outbox_enabled(settings)
 
 
 def _from_epoch(seconds: int) -> datetime:

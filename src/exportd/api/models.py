@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import Field
+
 from exportd.spec import (
     CamelModel,
     Condition,
@@ -56,6 +58,11 @@ class ExportResource(CamelModel):
     attempts: int = 0
     url: str | None = None
     expires_at: datetime | None = None
+    metadata_url: str | None = Field(
+        None,
+        description="CSV in the default header layout: a link to its JSON sidecar holding the "
+        "request and completion times (requestedAt, completedAt, rows, sha256).",
+    )
     requested_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None

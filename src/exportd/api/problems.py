@@ -6,14 +6,18 @@ Sources of errors and their translation:
   :class:`~exportd.errors.InvalidInput`, the fields at fault.
 - FastAPI's request validation: 422 naming each field by its wire name (``fileName``,
   ``variables.x``), never by Python internals.
-- Starlette's HTTP errors (404 unknown route, 405 wrong method): their status, headers kept.
+- Starlette's HTTP errors (404 unknown route, 405 wrong method): their status and a reason
+  (``NotFound``, ``MethodNotAllowed``); a 405's ``Allow`` lists every method of the path, and
+  ``OPTIONS`` answers 204 with it.
+- Bodies that cannot be read: 400 ``InvalidJson`` (saying the line and column),
+  ``InvalidUtf8`` or ``JsonTooDeep``.
 - Anything else: 500 without internals; the traceback goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from exportd.api.models import FieldProblem, Problem
 from exportd.errors import ExportdError, FieldError, InvalidInput
@@ -48,6 +53,7 @@ def problem_response(
     instance: str | None = None,
     export_id: str | None = None,
 ) -> ProblemResponse:
+    reason = reason or _reason_of(status)  # every problem names its reason, for machines
     problem = Problem(
         type=f"{PROBLEM_TYPE_BASE}{reason}" if reason else "about:blank",
         title=_title(status),
@@ -97,6 +103,9 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
 
 async def _on_validation(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
+    broken = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if broken:
+        return await _malformed_json(request, broken[0])
     errors = validation_errors(exc)
     fields = ", ".join(sorted({e.field for e in errors}))
     return problem_response(
@@ -118,17 +127,87 @@ async def _on_exportd_error(request: Request, exc: Exception) -> ProblemResponse
     )
 
 
-async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
+async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # the framework's 400 is always a body it could not parse
+        return await _unparsable_body(request)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        if request.method == "OPTIONS":  # which methods this path takes: an answer, not an error
+            return Response(status_code=204, headers=headers)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    # The framework's 400 is always about the body it could not parse (bytes that are not UTF-8).
-    errors = [FieldError("body", detail or "unreadable")] if exc.status_code == 400 else []
     return problem_response(
         exc.status_code,
         detail,
-        errors=errors,
-        headers=dict(exc.headers or {}),
+        headers=headers,
         instance=request.url.path,
+    )
+
+
+def _reason_of(status: int) -> str:
+    """A stable CamelCase reason for the framework's own errors: ``NotFound``,
+    ``MethodNotAllowed``..."""
+    return "".join(word.capitalize() for word in _title(status).replace("-", " ").split())
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path (Starlette's own 405 names the first route's
+    alone), with HEAD beside GET and OPTIONS always."""
+    methods: set[str] = {"OPTIONS"}
+    path = request.url.path
+    for route in _leaf_routes(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _leaf_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The app's routes, through the routers FastAPI wraps at ``include_router`` (no prefixes
+    are used here, so each route's own pattern is the app's)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+async def _malformed_json(request: Request, error: Any) -> ProblemResponse:
+    """Where the JSON breaks, in the words a person uses: line, column, what was expected."""
+    position = error.get("loc", ("body", 0))[-1]
+    body = await request.body()
+    position = position if isinstance(position, int) else 0
+    before = body[:position].decode("utf-8", "replace")
+    line, column = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+    what = str((error.get("ctx") or {}).get("error") or "invalid JSON")
+    detail = f"the request body is not valid JSON: {what} at line {line}, column {column}"
+    return problem_response(
+        400,
+        detail,
+        reason="InvalidJson",
+        errors=[FieldError("body", f"{what} at line {line}, column {column}")],
+        instance=request.url.path,
+    )
+
+
+async def _unparsable_body(request: Request) -> ProblemResponse:
+    """Bytes that are not UTF-8, or JSON nested too deep for the parser."""
+    body = await request.body()
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = "InvalidUtf8"
+        detail = f"the request body is not UTF-8 text: byte {exc.start + 1} begins no character"
+    else:
+        reason = "JsonTooDeep"
+        detail = "the request body nests JSON arrays or objects too deeply to be read"
+    return problem_response(
+        400, detail, reason=reason, errors=[FieldError("body", detail)], instance=request.url.path
     )
 
 

@@ -35,10 +35,18 @@ from exportd.api.models import AcceptedResponse, Problem
 from exportd.api.openapi_problems import document_problems
 from exportd.api.problems import ProblemResponse, problem_response
 from exportd.api.ratelimit import RateLimiter
+from exportd.api.recipients import RecipientPolicy, install_recipient_errors
 from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, next_credit_at
 from exportd.errors import ExportdError, InvalidInput
 from exportd.settings import ApiSettings
-from exportd.spec import ExportRequestBody, ExportSpec, Phase, new_export_id, utc_now
+from exportd.spec import (
+    ExportRequestBody,
+    ExportSpec,
+    Phase,
+    ReturnType,
+    new_export_id,
+    utc_now,
+)
 from exportd.store.admission import (
     Admission,
     QueueFull,
@@ -62,6 +70,7 @@ class Protection:
     credits: CreditPolicy
     clock: Clock
     limiter: RateLimiter | None
+    recipients: RecipientPolicy
 
     @classmethod
     def build(
@@ -76,6 +85,7 @@ class Protection:
             credits=CreditPolicy.from_settings(settings),
             clock=clock or utc_now,
             limiter=RateLimiter(settings) if settings.rate_limits_enabled else None,
+            recipients=RecipientPolicy.from_settings(settings),
         )
         backend.settle_with(protection.settle)
         return protection
@@ -117,6 +127,10 @@ class Protection:
         """Admit, start and answer one new export (see the module docstring for the order)."""
         context.check_request(body)
         owner, now = principal.sub, self.clock()
+        emailed = body.return_type is ReturnType.EMAIL and body.email is not None
+        if emailed:
+            self.recipients.check(principal, str(body.email))  # 403
+            await self.recipients.check_cap(owner)  # 429
         export_id = export_id_for_key(owner, key) if key else new_export_id()
         spec = ExportSpec.from_request(body, requested_by=owner, export_id=export_id)
         in_flight = await context.backend.in_flight(owner)
@@ -124,6 +138,8 @@ class Protection:
         admitted = await self.store.admit(admission)
         if admitted.replay is not None:
             return replayed(admitted.replay)
+        if emailed:
+            await self.recipients.count(owner)
         try:
             await context.backend.submit(spec)
         except BaseException:
@@ -242,6 +258,7 @@ def install_protection(app: FastAPI, protection: Protection) -> None:
     app.state.protection = protection
     app.add_exception_handler(InsufficientCredits, _on_insufficient_credits)
     app.add_exception_handler(QueueFull, _on_queue_full)
+    install_recipient_errors(app)
     document_problems(app)
 
 

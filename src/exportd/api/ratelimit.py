@@ -98,7 +98,8 @@ def client_ip(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[
     return hops[0] if hops else peer
 
 
-def _storage_for(settings: ApiSettings) -> Storage:
+def limits_storage(settings: ApiSettings) -> Storage:
+    """Where counters live: Redis when configured (shared by replicas), else memory."""
     if settings.redis_url is None:
         return MemoryStorage()
     url = settings.redis_url.get_secret_value()
@@ -111,7 +112,7 @@ class RateLimiter:
     """The policies of each route class, counted in one storage."""
 
     def __init__(self, settings: ApiSettings) -> None:
-        self.storage = _storage_for(settings)
+        self.storage = limits_storage(settings)
         self.strategy = MovingWindowRateLimiter(self.storage)
         self.trusted = parse_networks(settings.trusted_proxies)
         self.policies = {

@@ -44,6 +44,8 @@ def copy_postgres_csv(
             plan.metadata,
             statement_timeout_seconds=export_type.statement_timeout_seconds,
             bom=export_type.csv_bom,
+            comments=export_type.csv_layout == "comments",
+            neutralize_formulas=export_type.csv_neutralize_formulas,
             max_rows=export_type.max_rows,
             on_progress=on_progress,
         )

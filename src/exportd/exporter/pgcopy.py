@@ -19,7 +19,8 @@ writer (:mod:`exportd.exporter.writers.csv`) would do, and only streams bytes to
   like Python's ``isoformat`` in SQL would cost a third more server time. Numbers use
   PostgreSQL's shortest exact text (``extra_float_digits = 1``), NaN and infinities as
   ``NaN``/``Infinity``/``-Infinity`` (unquoted here, quoted by the CSV writer).
-- the first and last ``# exportd:`` metadata lines of the CSV writer.
+- the first and last ``# exportd:`` metadata lines of the CSV writer (``comments`` layout only),
+  and its ``csv_neutralize_formulas`` switch.
 
 The module imports neither pyarrow nor DuckDB, so a process exporting CSV this way stays small
 (peak RSS about 50 MiB).
@@ -163,6 +164,7 @@ class PostgresCsvCopy:
         self._conn = connection
         self._cancelled = threading.Event()
         self._on_progress: Callable[[int], None] | None = None
+        self._neutralize = True
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> PostgresCsvCopy:
@@ -177,11 +179,15 @@ class PostgresCsvCopy:
         *,
         statement_timeout_seconds: int = 300,
         bom: bool = False,
+        comments: bool = True,
+        neutralize_formulas: bool = True,
         max_rows: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> CopyResult:
         """COPY the query into ``output``; ``on_progress(rows_written)`` after each chunk."""
         self._on_progress = on_progress
+        self._neutralize = neutralize_formulas
+        comments = comments and metadata.enabled
         query = to_pyformat(sql.strip().rstrip(";").strip())
         try:
             self._begin(statement_timeout_seconds, metadata.timezone)
@@ -190,12 +196,12 @@ class PostgresCsvCopy:
             statement = copy_statement(query, [column.type_code for column in description])
             with output.open("wb") as file:
                 file.write(BOM if bom else b"")
-                if metadata.enabled:
+                if comments:
                     file.write(_first_line(metadata))
                 file.write(header_line(names))
                 rows_read, rows_written = self._copy(statement, params, file, max_rows)
                 completed_at = datetime.now(UTC)
-                if metadata.enabled:
+                if comments:
                     file.write(_last_line(completed_at, rows_written))
         except psycopg.Error as exc:
             raise self._failure(exc, statement_timeout_seconds) from exc
@@ -234,11 +240,11 @@ class PostgresCsvCopy:
                     buffer += row
                     pending += 1
                     if pending >= FLUSH_ROWS:
-                        written += _flush(buffer, pending, file)
+                        written += _flush(buffer, pending, file, self._neutralize)
                         buffer.clear()
                         pending = 0
                         self._check_progress(written, max_rows)
-            written += _flush(buffer, pending, file)
+            written += _flush(buffer, pending, file, self._neutralize)
             rows_read = cursor.rowcount
         self._check_progress(written, max_rows)
         return rows_read, written
@@ -288,7 +294,7 @@ class PostgresCsvCopy:
         self.close()
 
 
-def _flush(buffer: bytearray, rows: int, file: BinaryIO) -> int:
+def _flush(buffer: bytearray, rows: int, file: BinaryIO, neutralize_formulas: bool = True) -> int:
     """Write ``rows`` whole rows (each ending in LF) cleaned, neutralized, with CRLF ends."""
     if not rows:
         return 0
@@ -297,7 +303,8 @@ def _flush(buffer: bytearray, rows: int, file: BinaryIO) -> int:
         for noncharacter in NONCHARACTERS:
             chunk = chunk.replace(noncharacter, b"")
     # Before CRLF: a closing quote followed by CR would look like a value starting with CR.
-    chunk = neutralize(chunk)
+    if neutralize_formulas:
+        chunk = neutralize(chunk)
     # When no value holds a line break, every LF ends a row.
     plain = chunk.count(b"\n") == rows
     file.write(chunk.replace(b"\n", LINE_END) if plain else _crlf_row_ends(chunk))

@@ -29,6 +29,7 @@ from exportd.catalog import Catalog, ExportType
 from exportd.errors import Cancelled, PermanentFailure, TransientFailure
 from exportd.exporter.cancelwatch import CancelWatcher
 from exportd.exporter.delivering import deliver_export
+from exportd.exporter.sidecar import has_sidecar, publish_sidecar
 from exportd.exporter.writers import ExportMetadata, Writer, WriteSummary, open_writer
 from exportd.settings import ExporterSettings, SourceConfig
 from exportd.spec import ExportFormat, ExportResult, ExportSpec, utc_now
@@ -109,6 +110,9 @@ def run_export(
             download_name=spec.file_name,
             sha256=sha256,
         )
+        if has_sidecar(spec.format, plan.export_type):
+            written = summary.rows_written
+            publish_sidecar(storage, workdir, spec, plan.metadata, completed_at, written, sha256)
     except OSError as exc:
         raise TransientFailure(f"local file error: {exc}", reason="FileError") from exc
     finally:

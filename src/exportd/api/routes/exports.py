@@ -209,7 +209,8 @@ async def list_exports(
     response_model=ExportResource,
     response_model_exclude_none=True,
     responses=_PROBLEMS,
-    summary="Cancel an export: its process is stopped and no file is published",
+    summary="Cancel an export: its process is stopped and no file is published; the export "
+    "stays readable (phase Cancelled) until housekeeping removes old records",
 )
 async def cancel_export(
     export_id: str, principal: PrincipalDep, context: ContextDep, protection: ProtectionDep

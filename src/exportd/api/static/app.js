@@ -16,6 +16,8 @@
   const EXPORTS = "/v1/exports";
   const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
   const RECENT_LIMIT = 20;
+  const SEED_TYPE = "userExport"; // the seed's export type: offered first
+  const OPTIONAL_SECTIONS = ["outbox-section"]; // shown by their own loaders when they apply
 
   const state = {
     types: new Map(),
@@ -199,7 +201,9 @@
     byId("sign-in-section").hidden = true;
     byId("export-section").hidden = false;
     byId("recent-section").hidden = false;
+    byId("export-type").focus(); // signed in: the form takes the focus
     const items = await refreshRecent();
+    loadOutbox();
     // Back on the page while an export is still going: follow it again.
     if (!state.follow && items.length && !TERMINAL.has(items[0].phase)) followExport(items[0]);
   }
@@ -209,7 +213,7 @@
     stopFollowing();
     byId("session").hidden = true;
     byId("sign-in-section").hidden = false;
-    for (const id of ["export-section", "progress-section", "recent-section"]) {
+    for (const id of ["export-section", "progress-section", "recent-section", ...OPTIONAL_SECTIONS]) {
       byId(id).hidden = true;
     }
     byId("recent-body").replaceChildren();
@@ -228,12 +232,18 @@
 
   async function loadTypes() {
     const payload = await api("GET", "/v1/export-types");
-    state.types = new Map(payload.items.map((item) => [item.name, item]));
+    const items = seedFirst(payload.items);
+    state.types = new Map(items.map((item) => [item.name, item]));
     const select = byId("export-type");
     select.replaceChildren(
-      ...payload.items.map((item) => element("option", item.title || item.name, { value: item.name })),
+      ...items.map((item) => element("option", item.title || item.name, { value: item.name })),
     );
     onTypeChange();
+  }
+
+  function seedFirst(items) {
+    const seed = items.filter((item) => item.name === SEED_TYPE);
+    return [...seed, ...items.filter((item) => item.name !== SEED_TYPE)];
   }
 
   function currentType() {
@@ -309,6 +319,9 @@
     if (schema.max !== undefined && input.type === "number") input.max = String(schema.max);
     if (schema.type === "string" && schema.maxLength) input.maxLength = schema.maxLength;
     if (schema.default !== undefined && schema.default !== null) input.value = String(schema.default);
+    if (Array.isArray(schema.examples) && schema.examples.length) {
+      input.placeholder = `e.g. ${schema.examples[0]}`;
+    }
     input.autocomplete = "off";
     return input;
   }
@@ -324,6 +337,9 @@
     else if (schema.max !== undefined) rule += ` of at most ${schema.max}`;
     if (schema.pattern) rule += `, matching ${schema.pattern}`;
     parts.push(schema.enum ? "one of the listed values" : rule);
+    if (Array.isArray(schema.examples) && schema.examples.length && !schema.enum) {
+      parts.push(`for example ${schema.examples.map(String).join(" or ")}`);
+    }
     if (!schema.required) parts.push("optional");
     return parts.join(" · ");
   }
@@ -417,6 +433,9 @@
     if (fileProblem) errors.push({ field: "fileName", message: fileProblem });
     const format = selectedFormat();
     const body = { type: type.name, format, fileName: `${base}.${format}`, returnType: "url", variables };
+    const delivery = readDelivery();
+    if (delivery.error) errors.push({ field: "email", message: delivery.error });
+    else Object.assign(body, delivery.fields);
     return { body, errors };
   }
 
@@ -427,7 +446,7 @@
       return byId(id) ? [byId(id), `${id}-error`] : null;
     }
     const known = { fileName: ["file-name", "file-name-error"], type: ["export-type", "export-type-error"],
-      format: [null, "format-error"] };
+      format: [null, "format-error"], email: ["email", "email-error"], returnType: [null, "email-error"] };
     const target = known[field];
     return target ? [target[0] && byId(target[0]), target[1]] : null;
   }
@@ -464,6 +483,7 @@
     try {
       const created = await api("POST", EXPORTS, body);
       showMessage("form-message", `Export ${created.id} accepted.`, "info");
+      loadCredits();
       followExport(created);
       await refreshRecent();
     } catch (error) {
@@ -539,6 +559,7 @@
     const link = byId("download-link");
     link.hidden = true;
     link.removeAttribute("href");
+    byId("progress-cancel").disabled = false;
     showProgress(resource);
     streamEvents(resource.id, controller.signal).catch((error) => {
       if (!controller.signal.aborted) byId("progress-text").textContent = describeError(error);
@@ -610,6 +631,7 @@
       percent.textContent = "";
     }
     text.textContent = progressText(resource);
+    byId("progress-cancel").hidden = TERMINAL.has(resource.phase);
     if (resource.phase === "Succeeded" && resource.url) showDownload(byId("download-link"), resource);
     if (resource.phase !== state.lastPhase) {
       state.lastPhase = resource.phase;
@@ -627,7 +649,7 @@
       case "Running":
         return `Running: ${formatCount(rows)} ${rows === 1 ? "row" : "rows"} written so far.`;
       case "Succeeded":
-        return `Done: ${formatCount(rows)} rows, ${formatBytes(resource.bytes)}. The file is ready.`;
+        return `Done: ${formatCount(rows)} rows, ${formatBytes(resource.bytes)}. ${deliveryText(resource)}`;
       case "Failed": {
         const error = resource.error || {};
         return `Failed: ${error.message || "the export did not finish"}${error.reason ? ` (${error.reason})` : ""}.`;
@@ -687,6 +709,8 @@
     try {
       const page = await api("GET", `${EXPORTS}?limit=${RECENT_LIMIT}`);
       byId("recent-body").replaceChildren(...page.items.map(recentRow));
+      loadCredits();
+      if (page.items.some((item) => item.returnType === "email")) loadOutbox();
       showMessage("recent-message", page.items.length ? "" : "No exports yet.", "info");
       return page.items;
     } catch (error) {
@@ -743,6 +767,109 @@
     await refreshRecent();
   }
 
+  // -- delivery: a link on this page, or e-mail -------------------------------------------
+
+  function selectedDelivery() {
+    return document.querySelector('input[name="delivery"]:checked').value;
+  }
+
+  function onDeliveryChange() {
+    const email = selectedDelivery() === "email";
+    byId("email-field").hidden = !email;
+    byId("email").required = email;
+    if (email) byId("email").focus();
+  }
+
+  // {fields} to add to the request body, or {error} for the e-mail field.
+  function readDelivery() {
+    if (selectedDelivery() !== "email") return { fields: { returnType: "url" } };
+    const address = byId("email").value.trim();
+    if (!address) return { error: "Enter the e-mail address the file goes to." };
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(address)) return { error: "Enter a valid e-mail address." };
+    return { fields: { returnType: "email", email: address } };
+  }
+
+  function deliveryText(resource) {
+    if (resource.returnType !== "email") return "The file is ready.";
+    const delivered = (resource.conditions || []).find((c) => c.type === "Delivered");
+    if (delivered && delivered.reason === "KeptInOutbox") {
+      return "E-mail kept in the development outbox below (not sent).";
+    }
+    return "The file has been e-mailed.";
+  }
+
+  // -- cancelling the export being followed ----------------------------------------------
+
+  async function cancelFollowed() {
+    const button = byId("progress-cancel");
+    if (!state.followedId) return;
+    button.disabled = true;
+    try {
+      await api("DELETE", `${EXPORTS}/${encodeURIComponent(state.followedId)}`);
+    } catch (error) {
+      if (handleUnauthorized(error)) return;
+      byId("progress-text").textContent = describeError(error);
+      button.disabled = false;
+    }
+  }
+
+  // -- credits: the balance and when the next one arrives ----------------------------------
+
+  async function loadCredits() {
+    const box = byId("credits");
+    try {
+      const credits = await api("GET", "/v1/credits");
+      box.textContent = creditsText(credits);
+    } catch (error) {
+      if (!handleUnauthorized(error)) box.textContent = "";
+    }
+  }
+
+  function creditsText(credits) {
+    if (!credits.enabled) return "Exports cost no credits on this server.";
+    const cost = plural(credits.costPerExport, "credit");
+    const next = credits.nextCreditAt
+      ? `Next credit ${formatTime(credits.nextCreditAt)}.`
+      : `Full (at most ${credits.cap}); no credit is added until you use one.`;
+    return `Credits: ${credits.balance} (an export costs ${cost}). ${next}`;
+  }
+
+  // -- the development outbox (embedded mode without an SMTP server) ----------------------
+
+  async function loadOutbox() {
+    try {
+      const outbox = await api("GET", "/v1/outbox");
+      byId("outbox-section").hidden = !outbox.enabled;
+      byId("outbox-note").textContent = outbox.note;
+      const list = byId("outbox-list");
+      list.replaceChildren(...outbox.items.map(outboxItem));
+      if (!outbox.items.length) list.append(element("li", "No messages yet."));
+    } catch (error) {
+      handleUnauthorized(error);
+    }
+  }
+
+  function outboxItem(message) {
+    const item = element("li", `To ${message.to}: "${message.subject}", ${formatTime(message.keptAt)} (${message.method}, ${formatBytes(message.bytes)}) `);
+    const open = element("button", "Save message", { type: "button", class: "secondary" });
+    open.setAttribute("aria-label", `Save the message to ${message.to} about ${message.subject}`);
+    open.addEventListener("click", () => saveMessage(message));
+    item.append(open);
+    return item;
+  }
+
+  // The message needs the bearer header, so it is fetched and handed over as a file.
+  async function saveMessage(message) {
+    const response = await fetch(message.messageUrl, { headers: authHeaders(), cache: "no-store" });
+    if (!response.ok) return;
+    const url = URL.createObjectURL(await response.blob());
+    const link = element("a", null, { href: url, download: `${message.exportId}.eml` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
   // -- wiring -------------------------------------------------------------------------------
 
   function onFormatChange() {
@@ -758,6 +885,10 @@
     for (const radio of document.querySelectorAll('input[name="format"]')) {
       radio.addEventListener("change", onFormatChange);
     }
+    for (const radio of document.querySelectorAll('input[name="delivery"]')) {
+      radio.addEventListener("change", onDeliveryChange);
+    }
+    byId("progress-cancel").addEventListener("click", cancelFollowed);
     byId("refresh").addEventListener("click", refreshRecent);
     if (token()) enter();
   }
