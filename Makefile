@@ -45,6 +45,12 @@ bench: $(STAMP) services
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/run.py
 
+.PHONY: bench-api
+# The API under load as a whole `exportd serve` process: SQLite, then PostgreSQL + Redis state
+# (see bench/api_load.py; results in bench/API_RESULTS.md).
+bench-api: $(STAMP) services
+	$(PY) bench/api_load.py
+
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache
 
