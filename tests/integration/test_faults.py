@@ -235,3 +235,29 @@ async def test_start_up_removes_orphaned_temporary_and_staged_files(
         assert not staged.exists() and not staged_folder.exists()
         assert not empty.exists()
         assert kept.read_bytes() == b"a,b\n1,2\n"
+
+
+async def test_a_committed_record_the_runner_missed_is_swept_into_the_queue(
+    tmp_path: Path, sample_db: Path
+) -> None:
+    """A create whose commit reached the database but whose answer was lost leaves a Pending
+    record the runner was never told about. Must hold: the runner's periodic sweep (made
+    short here) queues it and it ends Succeeded on its first attempt."""
+    from exportd.spec import ExportRequestBody, ExportSpec, new_export_id
+    from exportd.store.base import ExportRecord
+
+    settings = load_settings(tmp_path, sample_db)
+    app = create_app(settings)
+    backend = app.state.exportd.backend
+    backend.runner.sweep_seconds = 0.2
+    body = ExportRequestBody.model_validate(MENU_BODY)
+    spec = ExportSpec.from_request(body, requested_by="alice", export_id=new_export_id())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        await backend.store.create(ExportRecord.new(spec))  # behind the runner's back
+        api = Api(app, client, settings, "embedded")
+        done = await wait_for(api, spec.id, lambda s: s["phase"] in TERMINAL)
+        assert done["phase"] == "Succeeded" and done["attempts"] == 1, done

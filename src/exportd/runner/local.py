@@ -61,6 +61,7 @@ BACKOFF_CAP_SECONDS = 60.0
 DEFAULT_DEADLINE_SECONDS = 600.0
 STORE_RETRY_FIRST_SECONDS = 0.2
 STORE_RETRY_CAP_SECONDS = 2.0
+SWEEP_SECONDS = 30.0
 _T = TypeVar("_T")
 
 
@@ -98,6 +99,8 @@ class LocalRunner:
         self._active: dict[str, _Active] = {}
         self._stopping = False
         self._lock_file: IO[bytes] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sweep_seconds = SWEEP_SECONDS
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -109,10 +112,32 @@ class LocalRunner:
         if removed:
             log.info("removed %d leftover temporary or staged file(s)", removed)
         self._admit()
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="exportd-sweep")
+
+    async def _sweep_periodically(self) -> None:
+        """Queue any waiting record this runner does not track: one whose create lost the
+        database's answer after its commit (the client saw 503, the record exists)."""
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                waiting = await self.store.list_by_phase(WAITING_PHASES)
+            except Exception:
+                log.warning("runner sweep could not read waiting exports", exc_info=True)
+                continue
+            for record in waiting:
+                if not self.is_tracked(record.id):
+                    log.warning("export %s was waiting untracked; queued now", record.id)
+                    self._queue[record.id] = record.owner
+            self._admit()
 
     async def stop(self) -> None:
         """Stop children without charging them an attempt; their records resume next start."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for active in list(self._active.values()):
             active.wake.set()
             if active.process is not None and active.process.returncode is None:
