@@ -17,7 +17,9 @@ Nothing finished is lost to a state-store outage: a child's result is written to
 retried with backoff until the store answers. On start, Pending and Queued records are queued
 again in the order they were accepted; a Running one is recorded Succeeded from its outbox entry
 when its stored object exists, and otherwise queued again with the attempt the crash interrupted
-given back (a crash or shutdown of the API is not the export's fault).
+given back (a crash or shutdown of the API is not the export's fault). Every ``SWEEP_SECONDS``
+the runner also queues any waiting record it does not track (a create whose commit succeeded but
+whose answer from the database was lost).
 
 Retry policy, mirroring a Job's ``backoffLimit``: exit 2 or 3 is final (Failed with the
 exporter's reason); exit 75 or any other code is retried up to ``max_attempts`` with exponential
