@@ -159,3 +159,23 @@ async def test_readyz_fails_while_postgres_is_stopped_and_recovers(
                 await asyncio.to_thread(pg.start)
             back = await wait_for_status(client, "/readyz", 200)
             assert back.json()["checks"]["state_db"] == "ok"
+
+
+async def test_readyz_reports_an_unreachable_smtp_server_as_degraded(
+    tmp_path: Path, sample_db: Path
+) -> None:
+    """SMTP configured on a loopback port where nothing listens. Must hold: /readyz 200 (the
+    replica can still serve), ``smtp`` under ``degraded`` and its check failed."""
+    from tests.e2e.conftest import free_port
+
+    settings = make_settings(
+        tmp_path / "data",
+        sample_db,
+        smtp={"host": "127.0.0.1", "port": free_port(), "sender": "exports@example.com"},
+        readiness_interval_seconds=0.1,
+    )
+    async with started(settings) as client:
+        ready = await wait_for_body(client, lambda body: body["degraded"] == ["smtp"])
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["smtp"].startswith("failed")
+        assert ready.json()["checks"]["state_db"] == "ok"
