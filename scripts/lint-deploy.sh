@@ -49,6 +49,8 @@ docker-compose -f docker-compose.yml -f deploy/compose/postgres-state.yml config
 step "chart CRD in step with crds/"
 cmp crds/exportrequest.yaml "$CHART/crds/exportrequest.yaml" \
   || { echo "run scripts/sync-crd.sh" >&2; exit 1; }
+cmp crds/exportschedule.yaml "$CHART/crds/exportschedule.yaml" \
+  || { echo "run scripts/sync-crd.sh" >&2; exit 1; }
 
 step "helm lint"
 "$HELM" lint --strict "$CHART"

@@ -13,7 +13,10 @@ when complete, so a half-written backup is never mistaken for a good one:
 - ``manifest.json``: format version, exportd version, time, counts;
 - ``exports.jsonl``: one :class:`~exportd.store.base.ExportRecord` per line;
 - ``exportrequests.yaml`` (Kubernetes mode): every ExportRequest of the namespace, spec and
-  status, without the fields the API server sets (uid, resourceVersion, ...).
+  status, without the fields the API server sets (uid, resourceVersion, ...);
+- ``schedules.jsonl`` (when there are any): the API's schedules
+  (:class:`~exportd.store.schedules.ScheduleRecord`, spec and state; their run history is not
+  kept, their runs are among the export records).
 
 Restore never overwrites: a record or request that already exists is left as it is and counted
 as skipped, so restoring twice, or into a store that has moved on, is harmless. Restored
@@ -42,6 +45,7 @@ from exportd.errors import Conflict, InvalidInput
 from exportd.settings import ApiSettings, Backend
 from exportd.spec import Phase, utc_now
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
+from exportd.store.schedules import ScheduleRecord, ScheduleStore
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import Configuration
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 RECORDS = "exports.jsonl"
+SCHEDULES = "schedules.jsonl"
 REQUESTS = "exportrequests.yaml"
 PREFIX = "exportd-backup-"
 SERVER_SET_METADATA = (
@@ -71,6 +76,7 @@ class BackupSummary:
     path: Path
     records: int = 0
     export_requests: int = 0
+    schedules: int = 0
 
 
 @dataclass
@@ -79,6 +85,8 @@ class RestoreSummary:
     records_skipped: int = 0
     requests_restored: int = 0
     requests_skipped: int = 0
+    schedules_restored: int = 0
+    schedules_skipped: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -105,6 +113,7 @@ async def backup(
     summary = BackupSummary(final)
     try:
         summary.records = await _dump_records(settings, partial / RECORDS, store)
+        summary.schedules = await _dump_schedules(settings, partial / SCHEDULES, store)
         if settings.backend is Backend.KUBERNETES:
             requests = await list_export_requests(settings, configuration)
             _write_yaml(partial / REQUESTS, [portable(body) for body in requests])
@@ -116,6 +125,7 @@ async def backup(
             "backend": settings.backend.value,
             "records": summary.records,
             "exportRequests": summary.export_requests,
+            "schedules": summary.schedules,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         partial.rename(final)
@@ -133,6 +143,14 @@ async def _dump_records(settings: ApiSettings, path: Path, store: StateStore | N
         for record in records:
             handle.write(record.model_dump_json() + "\n")
     return len(records)
+
+
+async def _dump_schedules(settings: ApiSettings, path: Path, store: StateStore | None) -> int:
+    async with _opened(settings, store) as opened:
+        schedules = await opened.list_schedules(None) if isinstance(opened, ScheduleStore) else []
+    if schedules:
+        path.write_text("".join(s.model_dump_json() + "\n" for s in schedules), encoding="utf-8")
+    return len(schedules)
 
 
 def portable(body: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +193,8 @@ async def restore(
                 summary.records_skipped += 1
             else:
                 summary.records_restored += 1
+        if (source / SCHEDULES).exists() and isinstance(opened, ScheduleStore):
+            await _restore_schedules(opened, source / SCHEDULES, summary)
     if manifest.get("exportRequests") and (source / REQUESTS).exists():
         if settings.backend is not Backend.KUBERNETES:
             summary.problems.append(
@@ -185,6 +205,18 @@ async def restore(
             await restore_export_requests(settings, documents, summary, configuration)
     log.info("restore from %s: %s", source, asdict(summary))
     return summary
+
+
+async def _restore_schedules(store: ScheduleStore, path: Path, summary: RestoreSummary) -> None:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            await store.create_schedule(ScheduleRecord.model_validate_json(line))
+        except Conflict:
+            summary.schedules_skipped += 1
+        else:
+            summary.schedules_restored += 1
 
 
 def _read_manifest(source: Path) -> dict[str, Any]:

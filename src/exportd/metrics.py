@@ -201,6 +201,21 @@ HOUSEKEEPING_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
+# -- scheduled exports (exportd.schedule; no schedule names as labels) -----------------------
+
+SCHEDULE_RUNS = Counter(
+    "exportd_schedule_runs",
+    "Due schedule slots by what became of them: started, skipped (Forbid), refused (credits, "
+    "queue, invalid order; not retried), missed (past startingDeadlineSeconds), failed.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SCHEDULE_MISSED_SLOTS = Counter(
+    "exportd_schedule_missed_slots",
+    "Schedule slots that passed without a run (downtime, suspension, deadline).",
+    registry=REGISTRY,
+)
+
 # -- feeding --------------------------------------------------------------------------------
 
 _STORAGE_REASON_PREFIXES = ("Storage", "Checksum", "ObjectNotFound")

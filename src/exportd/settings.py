@@ -246,6 +246,13 @@ class CommonSettings(BaseSettings):
         description="Period of housekeeping (expired files and records, stuck exports); 0 "
         "is not allowed, use a large value to make it rare.",
     )
+    schedule_tick_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="How often schedules are checked for due slots (the operator's timer, the "
+        "embedded server's scheduler); a slot runs at most this late.",
+    )
     file_retention_seconds: int = Field(
         7 * 24 * 3600,
         ge=60,

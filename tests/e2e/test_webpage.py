@@ -147,7 +147,7 @@ class WatchedPage:
         assert self.dialogs == []
         assert self.csp_violations() == []
         assert self.errors == []
-        assert self.page.evaluate("document.scripts.length") == 1
+        assert self.page.evaluate("document.scripts.length") == 2  # app.js, schedules.js
         assert self.page.locator("img").count() == 0
 
 

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,12 +25,14 @@ import yaml
 from exportd import exportrequest as er
 from exportd.operator.jobs import MANAGED_BY
 from exportd.settings import OperatorSettings
+from exportd.spec import utc_now
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kubelet import Kubelet
 from tests.k8s.operator import OperatorThread
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "exportrequest.yaml"
+SCHEDULE_CRD_PATH = REPO / "crds" / "exportschedule.yaml"
 SHIPPED_CATALOG = REPO / "src" / "exportd" / "data" / "catalog.yaml"
 NAMESPACE = "default"
 EXPORTER_CONFIG_MAP = "exportd-exporter"
@@ -45,6 +48,7 @@ LEFTOVER_WATCH_SECONDS = 3.0
 SERVED_GROUPS = frozenset({"", "batch", "apiextensions.k8s.io", "events.k8s.io"})
 
 T = TypeVar("T")
+Clock = Callable[[], datetime]
 
 # Export types the tests add to the shipped catalog.
 TEST_TYPES: dict[str, Any] = {
@@ -152,13 +156,13 @@ class LocalCluster:
         values.update(overrides)
         return OperatorSettings(**values)
 
-    def operator(self, **overrides: Any) -> OperatorThread:
-        return OperatorThread(self.operator_settings(**overrides), self.url)
+    def operator(self, clock: Clock = utc_now, **overrides: Any) -> OperatorThread:
+        return OperatorThread(self.operator_settings(**overrides), self.url, clock)
 
-    async def start_operator(self, **overrides: Any) -> OperatorThread:
+    async def start_operator(self, clock: Clock = utc_now, **overrides: Any) -> OperatorThread:
         """Start the operator and return once it watches requests and its Jobs (kopf's ready
         flag comes earlier, before its API discovery, which must not be cut short)."""
-        operator = self.operator(**overrides)
+        operator = self.operator(clock, **overrides)
         operator.start()
         await operator.wait_ready()
         requests = (str(kmock.resource(REQUESTS)), "")
@@ -232,8 +236,9 @@ async def _apply(session: aiohttp.ClientSession, url: str, body: Mapping[str, An
 
 
 async def _seed(session: aiohttp.ClientSession, setup: ExportSetup) -> None:
-    crd = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
-    await _apply(session, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    for path in (CRD_PATH, SCHEDULE_CRD_PATH):
+        crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+        await _apply(session, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     config_map = {"metadata": {"name": EXPORTER_CONFIG_MAP}, "data": setup.exporter_env()}
     await _apply(session, f"/api/v1/namespaces/{NAMESPACE}/configmaps", config_map)
     catalog = {"catalog.yaml": setup.catalog_path.read_text(encoding="utf-8")}

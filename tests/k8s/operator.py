@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from datetime import datetime
 
 import kopf
 
 from exportd.operator.connection import Cluster
 from exportd.operator.handlers import register
 from exportd.settings import OperatorSettings
+from exportd.spec import utc_now
 
 STOP_TIMEOUT_SECONDS = 30
 
@@ -30,8 +33,11 @@ def quick(settings: kopf.OperatorSettings) -> None:
 
 
 class OperatorThread:
-    def __init__(self, settings: OperatorSettings, server: str) -> None:
+    def __init__(
+        self, settings: OperatorSettings, server: str, clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.server = server
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -63,7 +69,8 @@ class OperatorThread:
 
     def _main(self) -> None:
         registry = kopf.OperatorRegistry()
-        register(registry, self.settings, Cluster(server=self.server, insecure=True), tuning=quick)
+        cluster = Cluster(server=self.server, insecure=True)
+        register(registry, self.settings, cluster, tuning=quick, clock=self.clock)
         namespace = self.settings.namespace
         try:
             asyncio.run(

@@ -201,6 +201,8 @@ def test_chart_crd_is_byte_identical_to_the_repository_crd() -> None:
     """Fix with `make sync-crd` after changing crds/exportrequest.yaml."""
     source = (ROOT / "crds" / "exportrequest.yaml").read_bytes()
     assert (CHART / "crds" / "exportrequest.yaml").read_bytes() == source
+    schedules = (ROOT / "crds" / "exportschedule.yaml").read_bytes()
+    assert (CHART / "crds" / "exportschedule.yaml").read_bytes() == schedules
 
 
 def test_the_rendered_crd_is_the_exportrequest_definition(
@@ -271,8 +273,12 @@ def test_api_probes_use_livez_and_readyz(objects: list[dict[str, Any]]) -> None:
 
 EXPECTED_RULES = {
     "-operator": {
-        ("exportd.dev", "exportrequests"): {"get", "list", "watch", "patch", "update"},
+        ("exportd.dev", "exportrequests"): {"get", "list", "watch", "patch", "update"}
+        | {"create", "delete"},  # the runs of ExportSchedules
         ("exportd.dev", "exportrequests/status"): {"get", "patch", "update"},
+        ("exportd.dev", "exportschedules"): {"get", "list", "watch", "patch"},
+        ("exportd.dev", "exportschedules/status"): {"get", "patch", "update"},
+        ("exportd.dev", "exportschedules/finalizers"): {"update"},
         ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
         ("exportd.dev", "exportrequests/finalizers"): {"update"},
         ("", "events"): {"create", "patch"},

@@ -147,19 +147,22 @@ class _Markup(HTMLParser):
             self.inline_code.append(data)
 
 
+SCRIPTS = ("app.js", "schedules.js")
+
+
 def test_the_html_has_no_inline_code_and_loads_only_from_this_origin() -> None:
     """No inline script, <style>, style= or on*= attribute (the CSP would block them anyway);
     the one script is external; every URL is a same-origin path or a fragment."""
     markup = _Markup()
     markup.feed((STATIC / "index.html").read_text(encoding="utf-8"))
     assert markup.inline_code == []
-    assert [s.get("src") for s in markup.scripts] == ["/static/app.js"]
+    assert [s.get("src") for s in markup.scripts] == ["/static/app.js", "/static/schedules.js"]
     assert markup.urls and all(re.match(r"^(/[a-z]|#)", url) for url in markup.urls)
 
 
 def test_the_script_never_turns_text_into_markup_or_code() -> None:
-    """app.js uses none of the sinks that parse strings as HTML or code."""
-    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    """app.js (and schedules.js) use none of the sinks that parse strings as HTML or code."""
+    script = "".join((STATIC / name).read_text(encoding="utf-8") for name in SCRIPTS)
     sinks = [
         "innerHTML",
         "outerHTML",

@@ -18,10 +18,12 @@ from exportd.api.observability import ObservabilityMiddleware, UserContextMiddle
 from exportd.api.problems import install_problem_handlers
 from exportd.api.protection import Protection, install_protection
 from exportd.api.ratelimit import RateLimitMiddleware
-from exportd.api.routes import credits, events, exports, files, links, meta, page
+from exportd.api.routes import credits, events, exports, files, links, meta, page, schedules
+from exportd.api.scheduler import Scheduler
 from exportd.catalog import Catalog
 from exportd.settings import ApiSettings
 from exportd.signing import UrlSigner
+from exportd.spec import utc_now
 from exportd.storage.base import storage_from_settings
 from exportd.store.base import Clock
 from exportd.tokens import TokenVerifier
@@ -43,14 +45,15 @@ def create_app(
         signer=UrlSigner(settings.secret("signing_key"), settings.public_url),
     )
     protection = Protection.build(settings, context.backend, clock)  # credits, keys, limits
+    scheduler = Scheduler(context, protection, clock or utc_now)  # the /v1/schedules
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await context.backend.start()
         await protection.start()
         try:
-            async with operations(_app, context):  # readiness self-check, housekeeping
-                yield
+            async with operations(_app, context), scheduler.running():
+                yield  # operations: readiness self-check, housekeeping
         finally:
             await protection.stop()
             await context.backend.stop()
@@ -63,6 +66,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.exportd = context
+    app.state.scheduler = scheduler
     install_problem_handlers(app)
     install_protection(app, protection)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -73,4 +77,5 @@ def create_app(
     # page first: it owns GET /, the web page.
     for module in (page, probes, observability, meta, exports, events, files, credits, links):
         app.include_router(module.router)
+    app.include_router(schedules.router)
     return app

@@ -65,6 +65,7 @@ KEY_RETRY_CAP_SECONDS = 30.0
 KEY_RETRY_ATTEMPTS = 40  # about 20 minutes in all
 KEY_IN_PROGRESS_RETRY_AFTER_SECONDS = 1
 Respond = Callable[[ExportSpec], Awaitable[Response]]
+_BODY_FIELDS = set(ExportRequestBody.model_fields)
 
 
 @dataclass
@@ -173,6 +174,24 @@ class Protection:
             except StateUnavailable:
                 delay = min(delay * 2, KEY_RETRY_CAP_SECONDS)
         log.error("could not store the answer of idempotency key %r of %s", key, owner)
+
+    async def start_scheduled(self, context: ApiContext, spec: ExportSpec) -> None:
+        """Admit and start a schedule's run like any export of its owner (checked against the
+        catalog, charged, queue-limited); it raises as :meth:`create` refuses. A run id that
+        exists already raises ``Conflict`` and starts nothing (the slot was run before)."""
+        body = ExportRequestBody.model_validate(spec.model_dump(include=_BODY_FIELDS))
+        context.check_request(body)
+        in_flight = await context.backend.in_flight(spec.requested_by)
+        admission = self._admission(spec, None, "/v1/schedules", body, self.clock(), in_flight)
+        await self.store.admit(admission)
+        if admission.record is not None:  # the committed record is the queue entry
+            context.backend.start_admitted(spec)
+            return
+        try:
+            await context.backend.submit(spec)
+        except BaseException:
+            await self._abandon(spec, None)
+            raise
 
     def _admission(
         self,

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -29,6 +30,7 @@ from exportd.operator.housekeeping import register_operations
 from exportd.operator.jobs import MANAGED_BY, JobTemplate, RequestRef, job_name
 from exportd.operator.kube import KubeApi, KubeError
 from exportd.operator.reconcile import Linker, RoundContext
+from exportd.operator.schedules import register_schedules
 from exportd.settings import OperatorSettings
 from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import storage_from_settings
@@ -110,9 +112,10 @@ def register(
     cluster: Cluster,
     *,
     tuning: KopfTuning | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> Runtime:
     """Register the operator's handlers on ``registry``; ``tuning`` adjusts kopf's settings
-    after they are pinned (tests make kopf quicker)."""
+    after they are pinned (tests make kopf quicker); ``clock`` tells schedules the time."""
     runtime = Runtime(settings, cluster)
     resource = (er.GROUP, er.VERSION, er.PLURAL)
 
@@ -186,6 +189,7 @@ def register(
             runtime.controller.poke()  # a Job started, failed, or finished
 
     register_operations(registry, settings, runtime)  # metrics, housekeeping timer
+    register_schedules(registry, settings, runtime, clock)  # ExportSchedules (tests pass a clock)
     return runtime
 
 

@@ -121,9 +121,47 @@ def link_events_migration(types: ColumnTypes) -> Migration:
     )
 
 
+def schedules_migration(types: ColumnTypes) -> Migration:
+    return Migration(
+        4,
+        "schedules and their runs (exportd.store.schedules)",
+        (
+            f"""
+            CREATE TABLE schedules (
+                id         TEXT PRIMARY KEY,
+                owner      TEXT NOT NULL,
+                spec       {types.json} NOT NULL,
+                state      {types.json} NOT NULL,
+                created_at {types.time} NOT NULL,
+                updated_at {types.time} NOT NULL,
+                version    INTEGER NOT NULL DEFAULT 1
+            )
+            """,
+            "CREATE INDEX schedules_by_owner ON schedules (owner, created_at, id)",
+            f"""
+            CREATE TABLE schedule_runs (
+                schedule_id TEXT NOT NULL,
+                slot        {types.time} NOT NULL,
+                outcome     TEXT NOT NULL,
+                export_id   TEXT,
+                reason      TEXT,
+                message     TEXT,
+                at          {types.time} NOT NULL,
+                PRIMARY KEY (schedule_id, slot)
+            )
+            """,
+        ),
+    )
+
+
 def schema(types: ColumnTypes) -> tuple[Migration, ...]:
     """Every migration, in order, spelled for one database."""
-    return (exports_migration(types), credits_migration(types), link_events_migration(types))
+    return (
+        exports_migration(types),
+        credits_migration(types),
+        link_events_migration(types),
+        schedules_migration(types),
+    )
 
 
 def create_migrations_table(types: ColumnTypes) -> str:

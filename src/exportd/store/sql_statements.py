@@ -20,7 +20,8 @@ from exportd.spec import TERMINAL_PHASES, ExportStatus
 from exportd.store.admission import IdempotencyEntry, LedgerKind, StoredResponse
 from exportd.store.base import ExportRecord, PageCursor
 from exportd.store.migrations import Migration
-from exportd.store.sql_tx import COLUMNS, SqlTx
+from exportd.store.schedules import ScheduleTx
+from exportd.store.sql_tx import COLUMNS
 
 IN_FLIGHT = ("Pending", "Queued", "Running")
 TERMINAL = sorted(phase.value for phase in TERMINAL_PHASES)
@@ -43,7 +44,7 @@ class StatusChange:
     expected_phases: list[str] | None = None
 
 
-class StoreTx(SqlTx):
+class StoreTx(ScheduleTx):  # ScheduleTx: the schedules' statements
     # -- records ----------------------------------------------------------------------------
 
     def get_record(self, export_id: str) -> ExportRecord | None:

@@ -43,6 +43,7 @@ from exportd.store.base import (
     StateUnavailable,
     clamp_limit,
 )
+from exportd.store.schedules import ScheduleStore
 from exportd.store.sql_statements import StatusChange, StoreTx
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ FAIL_FAST_SECONDS = 0.5
 Update = tuple[str, ExportStatus, int | None]
 
 
-class SqlStateStore(StateStore):
+class SqlStateStore(ScheduleStore, StateStore):
     # The driver's error for a duplicate primary key, and the base of all its errors.
     duplicate_error: ClassVar[type[Exception]]
     driver_error: ClassVar[type[Exception]]

@@ -25,6 +25,7 @@ INDEX = "index.html"
 ASSETS = {
     INDEX: "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "schedules.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }
