@@ -122,11 +122,12 @@ def remove_leftovers(
     for folder in _children(exports_root):
         if not folder.is_dir() or folder.name in keep:
             continue
+        folder_old = not _newer(folder, cutoff)  # before an unlink below touches it
         for staged in folder.glob(".*.part"):
             if not _newer(staged, cutoff):
                 staged.unlink(missing_ok=True)
                 removed += 1
-        if not any(folder.iterdir()) and not _newer(folder, cutoff):
+        if folder_old and not any(folder.iterdir()):
             with contextlib.suppress(OSError):  # someone published into it just now
                 folder.rmdir()
                 removed += 1
