@@ -275,22 +275,13 @@ async def test_housekeeping_removes_old_leftovers_and_spares_a_kept_result(world
     directory, a fresh one, and a Running record, quiet past ``stuck_after_seconds``, whose
     finished result waits in the outbox for the state store. Must hold: exactly the three old
     leftovers go; the result's record is not failed as Stuck."""
-    from exportd.spec import ExportResult
     from exportd.store.outbox import ResultOutbox
+    from tests.specs import small_result
 
     stuck = timedelta(seconds=world.settings.stuck_after_seconds)
     await world.add("exp-finished", Phase.RUNNING, quiet_for=stuck * 2)
     await world.add("exp-running", Phase.RUNNING, quiet_for=stuck / 2)
-    now = utc_now()
-    kept = ExportResult(
-        rows_read=1,
-        rows_written=1,
-        bytes=5,
-        sha256="0" * 64,
-        object_key="exports/exp-finished/out.csv",
-        started_at=now,
-        completed_at=now,
-    )
+    kept = small_result("exports/exp-finished/out.csv")
     ResultOutbox.of_data_dir(world.settings.data_dir).put("exp-finished", kept)
     temp = world.settings.data_dir / "tmp"
     old_work, running_work, fresh_work = (

@@ -171,8 +171,8 @@ async def test_start_resumes_waiting_and_orphaned_records(tmp_path: Path, sample
     (Seeds the embedded SQLite store, the outbox and the storage directly.)"""
     import httpx
 
-    from exportd.spec import ExportResult
     from exportd.store.outbox import ResultOutbox
+    from tests.specs import small_result
 
     settings = make_settings(tmp_path / "data", sample_db, max_attempts=2)
     store = SqliteStateStore(settings.state_db_path)
@@ -188,16 +188,7 @@ async def test_start_resumes_waiting_and_orphaned_records(tmp_path: Path, sample
     assert root is not None
     (root / key).parent.mkdir(parents=True)
     (root / key).write_bytes(b"a,b\n1,2\n")
-    now = utc_now()
-    kept = ExportResult(
-        rows_read=1,
-        rows_written=1,
-        bytes=8,
-        sha256="0" * 64,
-        object_key=key,
-        started_at=now,
-        completed_at=now,
-    )
+    kept = small_result(key, size=8)
     ResultOutbox.of_data_dir(settings.data_dir).put(finished.id, kept)
 
     app = BACKEND_FACTORIES["embedded"](settings)
