@@ -60,6 +60,14 @@ bench: $(STAMP) services
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/run.py
 
+.PHONY: bench-api
+# The API under load as a whole `exportd serve` process: SQLite, then PostgreSQL + Redis state
+# (see bench/api_load.py; results in bench/API_RESULTS.md); then the same creates against the
+# Kubernetes backend on the test emulator (bench/api_load_kube.py, figures only).
+bench-api: $(STAMP) services
+	$(PY) bench/api_load.py
+	$(PY) bench/api_load_kube.py
+
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache
 

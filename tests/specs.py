@@ -1,12 +1,12 @@
 """The seed order (``userExport`` of tiers 1-2 by alice) as an ExportSpec, for tests that need
-a valid order and care about only a few of its fields."""
+a valid order and care about only a few of its fields; and a small exporter result."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from exportd.spec import ExportSpec, format_of
+from exportd.spec import ExportResult, ExportSpec, format_of, utc_now
 
 REQUESTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,3 +24,17 @@ def seed_spec(**overrides: Any) -> ExportSpec:
         "requested_at": REQUESTED_AT,
     }
     return ExportSpec(**(fields | overrides))
+
+
+def small_result(object_key: str, size: int = 5) -> ExportResult:
+    """What an exporter reports after storing a one-row file of ``size`` bytes at the key."""
+    now = utc_now()
+    return ExportResult(
+        rows_read=1,
+        rows_written=1,
+        bytes=size,
+        sha256="0" * 64,
+        object_key=object_key,
+        started_at=now,
+        completed_at=now,
+    )

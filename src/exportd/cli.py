@@ -134,8 +134,11 @@ def serve(args: argparse.Namespace) -> int:
     # with the handlers found at start: a no-op handler makes that a normal exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    uvicorn.run(
-        create_app(settings),
+    from exportd.api.serving import DrainingServer
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # exportd.logs: JSON lines, redacted
@@ -144,6 +147,7 @@ def serve(args: argparse.Namespace) -> int:
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
     )
+    DrainingServer(config, app, settings.shutdown_drain_seconds).run()
     return 0
 
 

@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import enum
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,9 +38,11 @@ from exportd.settings import CommonSettings
 from exportd.spec import ExportErrorInfo, Phase, csv_sidecar_key, utc_now
 from exportd.storage.base import Storage
 from exportd.store.base import ExportRecord, PageCursor, StateStore
+from exportd.store.outbox import ResultOutbox
 
 log = logging.getLogger(__name__)
 STALE_UPLOAD_SECONDS = 24 * 3600
+LEFTOVER_AGE_SECONDS = 3600  # older than any publish in progress
 PAGE_SIZE = 100
 MARKER_NAME = ".delivered-email"  # exportd.delivery's claim marker, next to the file
 IsLive = Callable[[ExportRecord], bool]
@@ -80,6 +83,7 @@ class HousekeepingReport:
     stuck_failed: int = 0
     uploads_aborted: int = 0
     keys_purged: int = 0
+    leftovers_removed: int = 0
     errors: int = 0
 
 
@@ -93,6 +97,56 @@ def exporter_alive(record: ExportRecord) -> bool:
     except OSError:
         return False
     return b"exportd.exporter" in cmdline and f"{record.id}.json".encode() in cmdline
+
+
+def remove_leftovers(
+    settings: CommonSettings, keep: Collection[str], older_than_seconds: float
+) -> int:
+    """Remove what killed exporters and APIs left on disk: work directories under
+    ``DATA_DIR/tmp`` (named ``<export id>.*``), staged ``.part`` files of local storage and
+    export folders left empty. Entries of the exports in ``keep`` (running now) and entries
+    changed within ``older_than_seconds`` stay; how many were removed."""
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    temp_root = settings.data_dir / "tmp"
+    for entry in _children(temp_root):
+        if entry.name.split(".", 1)[0] in keep or _newer(entry, cutoff):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    if settings.storage.kind != "local":
+        return removed
+    exports_root = (settings.storage.root or settings.data_dir / "files") / "exports"
+    for folder in _children(exports_root):
+        if not folder.is_dir() or folder.name in keep:
+            continue
+        folder_old = not _newer(folder, cutoff)  # before an unlink below touches it
+        for staged in folder.glob(".*.part"):
+            if not _newer(staged, cutoff):
+                staged.unlink(missing_ok=True)
+                removed += 1
+        if folder_old and not any(folder.iterdir()):
+            with contextlib.suppress(OSError):  # someone published into it just now
+                folder.rmdir()
+                removed += 1
+    return removed
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _newer(path: Path, cutoff: float) -> bool:
+    try:
+        return path.lstat().st_mtime > cutoff
+    except FileNotFoundError:
+        return True  # gone already: nothing to remove
 
 
 class Housekeeper:
@@ -113,6 +167,7 @@ class Housekeeper:
         self.storage = storage
         self.is_live = is_live
         self.on_change = on_change
+        self.outbox = ResultOutbox.of_data_dir(settings.data_dir)
 
     async def run(self, now: datetime | None = None) -> HousekeepingReport:
         now = now or utc_now()
@@ -189,6 +244,8 @@ class Housekeeper:
         for record in await self.store.list_by_phase([Phase.RUNNING]):
             if record.updated_at > quiet_since or self.is_live(record):
                 continue
+            if self.outbox.has(record.id):  # finished; the runner records it when it can
+                continue
             quiet = int((now - record.updated_at).total_seconds())
             error = ExportErrorInfo(
                 reason="Stuck",
@@ -210,6 +267,10 @@ class Housekeeper:
     # -- storage and store upkeep -----------------------------------------------------------
 
     async def _storage_and_keys(self, now: datetime, report: HousekeepingReport) -> None:
+        running = [r.id for r in await self.store.list_by_phase([Phase.RUNNING])]
+        report.leftovers_removed += await asyncio.to_thread(
+            remove_leftovers, self.settings, set(running), LEFTOVER_AGE_SECONDS
+        )
         try:
             aborted = await asyncio.to_thread(
                 self.storage.abort_stale_uploads, STALE_UPLOAD_SECONDS

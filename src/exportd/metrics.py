@@ -147,6 +147,13 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
     registry=REGISTRY,
 )
+DEPENDENCY_DEGRADED = Gauge(
+    "exportd_dependency_degraded",
+    "1 when a dependency the API can serve without (Redis, storage, SMTP) failed the last "
+    "readiness self-check; /readyz stays 200 and names it under `degraded`.",
+    ["dependency"],
+    registry=REGISTRY,
+)
 
 # -- operator -------------------------------------------------------------------------------
 

@@ -382,6 +382,13 @@ class ApiSettings(CommonSettings):
     readiness_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="Time one dependency may take to answer the self-check."
     )
+    shutdown_drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long /readyz answers 503 while requests are still served, "
+        "before the listener closes (lets load balancers stop sending new requests first).",
+    )
     # -- protection: tokens, rate limits, throttling, credits, idempotency, input (issue 7) --
     jwt_public_key: str | None = Field(
         None,

@@ -66,6 +66,7 @@ class Server:
             "EXPORTD_SOURCES": json.dumps(sources),
             "EXPORTD_CATALOG_PATH": str(write_test_catalog(self.data_dir)),
             "EXPORTD_LOG_LEVEL": "WARNING",
+            "EXPORTD_SHUTDOWN_DRAIN_SECONDS": "0",  # a test that checks the drain sets it
             **self.settings_env,
         }
 

@@ -4,6 +4,8 @@
   answer, and the process exits 0 (not killed by the signal).
 - SIGTERM to an exporter child in the middle of an export: the exporter exits 75 (retriable),
   nothing is published for that attempt, and the local runner runs it again to success.
+- SIGTERM with a drain window: ``/readyz`` answers 503 while requests are still served, then
+  the process exits 0, and the export it was running resumes without losing an attempt.
 """
 
 from __future__ import annotations
@@ -126,3 +128,39 @@ def test_sigterm_to_an_exporter_publishes_nothing_and_the_runner_retries_it(
     assert stored.name == "rows.csv"
     first_log = server.data_dir / "runner" / "logs" / f"{export_id}.1.log"
     assert "Cancelled" in first_log.read_text() or "signal" in first_log.read_text()
+
+
+def test_sigterm_drains_readiness_then_exits_0_without_using_an_attempt(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """An endless export runs; SIGTERM with a 3 s drain window. Must hold: /readyz answers
+    503 "draining" while a status read still answers 200; the process exits 0; the export is
+    stored Pending with no attempt used; a new server runs it again as attempt 1."""
+    data_dir = tmp_path / "data"
+    server: Server = make_server(data_dir, EXPORTD_SHUTDOWN_DRAIN_SECONDS="3")
+    with server.client() as client:
+        created = client.post("/v1/exports", json=endless_body(10**12), headers=server.headers())
+        export_id = created.json()["id"]
+        poll("the export to be running", lambda: running_export(server, client))
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        draining = poll(
+            "/readyz to answer 503",
+            lambda: (r := client.get("/readyz")).status_code == 503 and r,
+        )
+        assert draining.json()["checks"] == {"shutdown": "draining"}
+        still = client.get(f"/v1/exports/{export_id}", headers=server.headers())
+        assert still.status_code == 200  # requests are still served during the window
+    assert server.process.wait(DEADLINE_SECONDS) == 0, server.log()
+    with sqlite3.connect(data_dir / "state.sqlite3") as db:
+        phase, attempts = db.execute(
+            "SELECT phase, json_extract(status, '$.attempts') FROM exports WHERE id = ?",
+            (export_id,),
+        ).fetchone()
+    assert (phase, attempts or 0) == ("Pending", 0)
+    again: Server = make_server(data_dir)
+    with again.client() as client:
+        resumed = poll("the export to run again", lambda: running_export(again, client))
+        assert resumed["id"] == export_id and resumed["attempts"] == 1, resumed
+        cancelled = client.delete(f"/v1/exports/{export_id}", headers=again.headers())
+        assert cancelled.json()["phase"] == "Cancelled"

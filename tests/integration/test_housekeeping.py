@@ -267,3 +267,41 @@ async def _ids(settings: ApiSettings) -> set[str]:
         return {r.id for r in await store.list_by_phase(list(Phase))}
     finally:
         await store.close()
+
+
+async def test_housekeeping_removes_old_leftovers_and_spares_a_kept_result(world: World) -> None:
+    """Left by killed processes an hour or more ago: a work directory in DATA_DIR/tmp, a staged
+    ``.part`` file in an export folder (then empty). Beside them: a running export's work
+    directory, a fresh one, and a Running record, quiet past ``stuck_after_seconds``, whose
+    finished result waits in the outbox for the state store. Must hold: exactly the three old
+    leftovers go; the result's record is not failed as Stuck."""
+    from exportd.store.outbox import ResultOutbox
+    from tests.specs import small_result
+
+    stuck = timedelta(seconds=world.settings.stuck_after_seconds)
+    await world.add("exp-finished", Phase.RUNNING, quiet_for=stuck * 2)
+    await world.add("exp-running", Phase.RUNNING, quiet_for=stuck / 2)
+    kept = small_result("exports/exp-finished/out.csv")
+    ResultOutbox.of_data_dir(world.settings.data_dir).put("exp-finished", kept)
+    temp = world.settings.data_dir / "tmp"
+    old_work, running_work, fresh_work = (
+        temp / "exp-gone.a1",
+        temp / "exp-running.b2",
+        temp / "exp-new.c3",
+    )
+    staged = world.storage.path_of("exports/exp-crashed/out.csv").with_name(".out.csv.9f.part")
+    for directory in (old_work, running_work, fresh_work, staged.parent):
+        directory.mkdir(parents=True)
+    (old_work / "partial.csv").write_text("id\n")
+    staged.write_text("id\n")
+    two_hours_ago = time.time() - 7200
+    for path in (old_work / "partial.csv", old_work, running_work, staged, staged.parent):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+
+    report = await Housekeeper(world.settings, world.store, world.storage).run()
+
+    assert report.leftovers_removed == 3 and report.stuck_failed == 0, report
+    assert not old_work.exists() and not staged.parent.exists()
+    assert running_work.exists() and fresh_work.exists()
+    finished = await world.store.get("exp-finished")
+    assert finished is not None and finished.phase is Phase.RUNNING

@@ -1,28 +1,23 @@
 """Probes and request ids on a started app; ``/readyz`` against a PostgreSQL state database that
-is stopped and started again.
-
-The PostgreSQL test stops this machine's shared server for a few seconds: it always starts it
-again (in ``finally``) and waits until it accepts connections before it returns.
+is stopped and started again (a server of the test's own, on a spare port: never the shared one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from exportd.api import create_app
 from exportd.api.probes import Check, ReadinessMonitor
 from tests.integration.conftest import auth, make_settings
-from tests.integration.pgstate import PG_ADMIN_DSN, throwaway_schema
+from tests.integration.private_servers import private_postgres
 
 pytestmark = pytest.mark.anyio
 DEADLINE_SECONDS = 60
@@ -59,10 +54,12 @@ async def test_probes_answer_and_readyz_names_its_checks(tmp_path: Path, sample_
         assert ready.json()["checks"] == {"state_db": "ok", "storage": "ok"}
 
 
-async def test_readyz_fails_when_storage_is_unusable_and_recovers(
+async def test_readyz_reports_unusable_storage_as_degraded_and_recovers(
     tmp_path: Path, sample_db: Path
 ) -> None:
-    """The storage root replaced by a plain file: not ready; restored: ready again."""
+    """The storage root replaced by a plain file: still ready (every replica shares the storage,
+    so failing readiness would only take all of them out), with storage named under
+    ``degraded`` and its check failed; restored: no longer degraded."""
     root = tmp_path / "files"
     settings = make_settings(
         tmp_path / "data",
@@ -74,11 +71,23 @@ async def test_readyz_fails_when_storage_is_unusable_and_recovers(
         await wait_for_status(client, "/readyz", 200)
         root.rmdir()
         root.write_text("not a directory")
-        failing = await wait_for_status(client, "/readyz", 503)
+        failing = await wait_for_body(client, lambda body: body["degraded"] == ["storage"])
+        assert failing.status_code == 200
         assert failing.json()["checks"]["storage"].startswith("failed")
         assert (await client.get("/livez")).status_code == 200  # alive all the same
         root.unlink()
-        await wait_for_status(client, "/readyz", 200)
+        await wait_for_body(client, lambda body: body["degraded"] == [])
+
+
+async def wait_for_body(client: httpx.AsyncClient, holds: Any) -> httpx.Response:
+    give_up = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        response = await client.get("/readyz")
+        if holds(response.json()):
+            return response
+        if time.monotonic() > give_up:
+            pytest.fail(f"/readyz stayed {response.status_code}: {response.text}")
+        await asyncio.sleep(0.1)
 
 
 async def test_request_ids_are_taken_or_made_and_always_returned(
@@ -124,56 +133,49 @@ async def test_a_hanging_dependency_is_not_called_again_until_it_answers() -> No
 # -- PostgreSQL state database stopped and started ------------------------------------------
 
 
-def pg_cluster(action: str) -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
-    if action == "stop":
-        command += ["-m", "fast"]  # do not wait for other clients to disconnect
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-
-def wait_until_pg_accepts() -> None:
-    give_up = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        try:
-            with psycopg.connect(PG_ADMIN_DSN, connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > give_up:
-                raise
-            time.sleep(0.2)
-
-
-@pytest.fixture
-def pg_state_url() -> Iterator[str]:
-    """A state database of its own: a fresh schema in the shared test database."""
-    with throwaway_schema() as url:
-        yield url
-        wait_until_pg_accepts()  # the test stops and starts the server; drop once it is back
-
-
 async def test_readyz_fails_while_postgres_is_stopped_and_recovers(
-    tmp_path: Path, sample_db: Path, pg_state_url: str
+    tmp_path: Path, sample_db: Path
 ) -> None:
+    """The state database (a server of this test's own) stopped: /readyz 503 naming it, the
+    storage still ok, /livez 200; started again: ready again."""
+    with private_postgres() as pg:
+        settings = make_settings(
+            tmp_path / "data",
+            sample_db,
+            state_db_url=pg.url,
+            readiness_interval_seconds=0.2,
+            readiness_timeout_seconds=1.0,
+        )
+        async with started(settings) as client:
+            ready = await wait_for_status(client, "/readyz", 200)
+            assert ready.json()["checks"]["state_db"] == "ok"
+            try:
+                await asyncio.to_thread(pg.stop)
+                down = await wait_for_status(client, "/readyz", 503)
+                assert down.json()["checks"]["state_db"] != "ok"
+                assert down.json()["checks"]["storage"] == "ok"
+                assert (await client.get("/livez")).status_code == 200
+            finally:
+                await asyncio.to_thread(pg.start)
+            back = await wait_for_status(client, "/readyz", 200)
+            assert back.json()["checks"]["state_db"] == "ok"
+
+
+async def test_readyz_reports_an_unreachable_smtp_server_as_degraded(
+    tmp_path: Path, sample_db: Path
+) -> None:
+    """SMTP configured on a loopback port where nothing listens. Must hold: /readyz 200 (the
+    replica can still serve), ``smtp`` under ``degraded`` and its check failed."""
+    from tests.e2e.conftest import free_port
+
     settings = make_settings(
         tmp_path / "data",
         sample_db,
-        state_db_url=pg_state_url,
-        readiness_interval_seconds=0.2,
-        readiness_timeout_seconds=1.0,
+        smtp={"host": "127.0.0.1", "port": free_port(), "sender": "exports@example.com"},
+        readiness_interval_seconds=0.1,
     )
     async with started(settings) as client:
-        ready = await wait_for_status(client, "/readyz", 200)
+        ready = await wait_for_body(client, lambda body: body["degraded"] == ["smtp"])
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["smtp"].startswith("failed")
         assert ready.json()["checks"]["state_db"] == "ok"
-        try:
-            await asyncio.to_thread(pg_cluster, "stop")
-            down = await wait_for_status(client, "/readyz", 503)
-            assert down.json()["checks"]["state_db"] != "ok"
-            assert down.json()["checks"]["storage"] == "ok"
-            assert (await client.get("/livez")).status_code == 200
-        finally:
-            await asyncio.to_thread(pg_cluster, "start")
-            await asyncio.to_thread(wait_until_pg_accepts)
-        back = await wait_for_status(client, "/readyz", 200)
-        assert back.json()["checks"]["state_db"] == "ok"

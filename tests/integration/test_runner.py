@@ -164,10 +164,15 @@ def _record(status: ExportStatus, owner: str = "alice") -> ExportRecord:
 
 
 async def test_start_resumes_waiting_and_orphaned_records(tmp_path: Path, sample_db: Path) -> None:
-    """Records left by a dead API: Queued and Pending ones run; a Running one without a process
-    is retried (attempt 2); a Running one whose attempts are used up is Failed, Interrupted.
-    (Seeds the embedded SQLite store directly.)"""
+    """Records left by a dead API: Queued and Pending ones run; Running ones without a process
+    run again with the attempt the crash interrupted given back (attempt 1 again, and a record
+    at its last attempt is not failed); a Running one whose result was kept in the outbox and
+    whose file is stored is recorded Succeeded from it, without running again.
+    (Seeds the embedded SQLite store, the outbox and the storage directly.)"""
     import httpx
+
+    from exportd.store.outbox import ResultOutbox
+    from tests.specs import small_result
 
     settings = make_settings(tmp_path / "data", sample_db, max_attempts=2)
     store = SqliteStateStore(settings.state_db_path)
@@ -175,18 +180,27 @@ async def test_start_resumes_waiting_and_orphaned_records(tmp_path: Path, sample
     queued = await store.create(_record(ExportStatus(phase=Phase.QUEUED, queue_position=1)))
     pending = await store.create(_record(ExportStatus(phase=Phase.PENDING)))
     orphan = await store.create(_record(ExportStatus(phase=Phase.RUNNING, attempts=1)))
-    spent = await store.create(_record(ExportStatus(phase=Phase.RUNNING, attempts=2)))
+    last = await store.create(_record(ExportStatus(phase=Phase.RUNNING, attempts=2)))
+    finished = await store.create(_record(ExportStatus(phase=Phase.RUNNING, attempts=1)))
     await store.close()
+    key = finished.spec.object_key
+    root = settings.storage.root
+    assert root is not None
+    (root / key).parent.mkdir(parents=True)
+    (root / key).write_bytes(b"a,b\n1,2\n")
+    kept = small_result(key, size=8)
+    ResultOutbox.of_data_dir(settings.data_dir).put(finished.id, kept)
 
     app = BACKEND_FACTORIES["embedded"](settings)
     async with app.router.lifespan_context(app):
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         api = Api(app, client, settings, "embedded")
-        for record in (queued, pending):
+        for record in (queued, pending, orphan):
             done = await wait_for(api, record.id, lambda s: s["phase"] == "Succeeded")
             assert done["attempts"] == 1
-        retried = await wait_for(api, orphan.id, lambda s: s["phase"] == "Succeeded")
-        assert retried["attempts"] == 2
-        failed = await wait_for(api, spent.id, lambda s: s["phase"] == "Failed")
-        assert failed["error"]["reason"] == "Interrupted"
+        again = await wait_for(api, last.id, lambda s: s["phase"] == "Succeeded")
+        assert again["attempts"] == 2
+        settled = await wait_for(api, finished.id, lambda s: s["phase"] == "Succeeded")
+        assert (settled["attempts"], settled["rows"], settled["bytes"]) == (1, 1, 8)
+        assert not ResultOutbox.of_data_dir(settings.data_dir).has(finished.id)
         await client.aclose()

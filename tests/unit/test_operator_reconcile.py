@@ -372,3 +372,17 @@ def test_a_terminal_request_with_a_job_still_running_has_it_deleted() -> None:
     body = request("r1", status={"phase": "Cancelled", "jobName": "x"})
     job = job_for(body)
     assert plan_round([body], [job], context()).delete == [("ns", job["metadata"]["name"])]
+
+
+def test_a_failed_job_whose_result_was_reported_succeeds() -> None:
+    """The Kubernetes API unreachable while an export finished: its result patch landed (the
+    answer was lost), the exporter exited 75 and the Job's later attempts failed until the Job
+    is Failed (BackoffLimitExceeded). Must hold: Succeeded, with the result's object and
+    completion time and the Job's attempts; no failure reason."""
+    body = running("r1", result=RESULT, lastError={"reason": "Cancelled", "message": "x"})
+    job = job_for(body, finished("Failed", "BackoffLimitExceeded", failed=3))
+    status = only_patch(plan_round([body], [job], context()), "r1")
+    assert status["phase"] == "Succeeded", status
+    assert status["objectKey"] == "exports/r1/users.csv" and status["attempts"] == 3
+    assert status["completedAt"] == "2025-03-04T11:29:59Z"
+    assert status.get("reason") is None

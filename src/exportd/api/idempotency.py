@@ -6,8 +6,10 @@ connection) sends a unique key with it. Within ``idempotency_ttl_seconds`` (24 h
 - the same key with the same request returns the first response again (status, body,
   ``Location``), marked ``Idempotent-Replayed: true``; no second export, no second debit;
 - the same key with another request (another body, or the other route) -> 422 naming the header;
-- the same key while the first request is still running (``POST /export`` waits for the file)
-  -> 409; the client retries later and then gets the replay.
+- the same key while the first request is still being answered (concurrent duplicates, or
+  ``POST /export`` waiting for the file) -> 409 ``IdempotencyKeyInProgress`` with the first
+  request's ``exportId`` and ``Retry-After: 1``; a retry then gets the replay. Every duplicate
+  thus names the same export, and only one is charged.
 
 Keys belong to the caller (two users may pick the same key), live in the state store next to the
 credits, and are claimed in the transaction that creates the export. The export's id is derived

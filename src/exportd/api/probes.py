@@ -8,9 +8,16 @@ itself only if the task has fallen far behind).
 
 - ``/livez``: the process serves HTTP. No dependency is consulted: restarting the API does not
   fix a database outage, so liveness must not fail because of one.
-- ``/readyz``: the state database (embedded) or the Kubernetes API (kubernetes backend) answers
-  through the backend, a separate state store when the API holds one (credits, idempotency
-  keys), Redis when configured, and the storage is reachable. 503 with the failing checks named.
+- ``/readyz`` means "this replica can serve": the state database (embedded) or the Kubernetes
+  API (kubernetes backend) answers through the backend, and a separate state store when the API
+  holds one (credits, idempotency keys). 503 with the failing checks named. Redis (the limiter
+  fails open without it), the storage and the SMTP server are checked too but only reported:
+  one that fails is named under ``degraded`` in the body and in the metric
+  ``exportd_dependency_degraded``, and the replica stays ready. Every replica shares those
+  dependencies, so failing readiness for them would take every replica out of the Service at
+  once without fixing anything.
+- On SIGTERM (:meth:`ReadinessMonitor.drain`), ``/readyz`` answers 503 for the drain window
+  before the listener closes, so load balancers stop sending new requests first.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class Check:
     name: str
     run: CheckFunction
     close: Callable[[], Awaitable[None]] | None = None
+    required: bool = True  # False: a failure is reported as degraded, the replica stays ready
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,13 @@ class Readiness:
     ready: bool
     checks: dict[str, str] = field(default_factory=dict)
     checked_at: datetime | None = None
+    degraded: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "status": "ready" if self.ready else "not ready",
             "checks": self.checks,
+            "degraded": self.degraded,
             "checkedAt": self.checked_at.isoformat() if self.checked_at else None,
         }
 
@@ -81,6 +91,11 @@ class ReadinessMonitor:
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="exportd-readiness")
+
+    def drain(self) -> None:
+        """From here on ``/readyz`` answers 503 (SIGTERM: the drain window has begun)."""
+        self._stopping = True
+        self._last = Readiness(False, {"shutdown": "draining"}, utc_now())
 
     async def stop(self) -> None:
         """From here on the API reports not ready (it is shutting down)."""
@@ -110,12 +125,16 @@ class ReadinessMonitor:
     async def refresh(self) -> Readiness:
         async with self._lock:
             results = await asyncio.gather(*(self._run(check) for check in self.checks))
-            names = [check.name for check in self.checks]
+            pairs = list(zip(self.checks, results, strict=True))
             report = Readiness(
-                ready=all(ok for ok, _ in results),
-                checks={name: text for name, (_, text) in zip(names, results, strict=True)},
+                ready=all(ok for check, (ok, _) in pairs if check.required),
+                checks={check.name: text for check, (_, text) in pairs},
                 checked_at=utc_now(),
+                degraded=[check.name for check, (ok, _) in pairs if not ok and not check.required],
             )
+            for check, (ok, _) in pairs:
+                degraded = 0 if ok or check.required else 1
+                metrics.DEPENDENCY_DEGRADED.labels(dependency=check.name).set(degraded)
             if not self._stopping:
                 self._last = report
             return report
@@ -167,8 +186,25 @@ def readiness_checks(context: ApiContext, state_store: StateStore | None = None)
         checks.append(Check("state_db", state_store.ping))
     if getattr(settings, "redis_url", None) is not None:
         checks.append(_redis_check(settings))
-    checks.append(Check("storage", _storage_check(context.storage)))
+    checks.append(Check("storage", _storage_check(context.storage), required=False))
+    if settings.smtp.host is not None:
+        checks.append(
+            Check("smtp", _smtp_check(settings.smtp.host, settings.smtp.port), required=False)
+        )
     return checks
+
+
+def _smtp_check(host: str, port: int) -> CheckFunction:
+    """The SMTP server accepts a TCP connection (no login: probes must not spam the log)."""
+
+    async def check() -> bool:
+        _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    return check
 
 
 def _storage_check(storage: Storage) -> CheckFunction:
@@ -203,7 +239,7 @@ def _redis_check(settings: ApiSettings) -> Check:
         answer = client.ping()
         return bool(await answer if inspect.isawaitable(answer) else answer)
 
-    return Check("redis", check, close=client.aclose)
+    return Check("redis", check, close=client.aclose, required=False)
 
 
 def monitor_for(context: ApiContext, state_store: StateStore | None = None) -> ReadinessMonitor:

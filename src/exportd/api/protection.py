@@ -18,10 +18,11 @@ behind the bearer check declares 401 and 429, every route with a body 413, the c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -49,15 +50,28 @@ from exportd.spec import (
 )
 from exportd.store.admission import (
     Admission,
+    KeyInProgress,
     QueueFull,
     QueueLimits,
+    StoredResponse,
     export_id_for_key,
     request_hash,
 )
-from exportd.store.base import Clock, ExportRecord, StateStore, store_from_settings
+from exportd.store.base import (
+    Clock,
+    ExportRecord,
+    StateStore,
+    StateUnavailable,
+    store_from_settings,
+)
 from exportd.tokens import Principal
 
 log = logging.getLogger(__name__)
+STATE_RETRY_AFTER_SECONDS = 1
+KEY_RETRY_FIRST_SECONDS = 0.5
+KEY_RETRY_CAP_SECONDS = 30.0
+KEY_RETRY_ATTEMPTS = 40  # about 20 minutes in all
+KEY_IN_PROGRESS_RETRY_AFTER_SECONDS = 1
 Respond = Callable[[ExportSpec], Awaitable[Response]]
 _BODY_FIELDS = set(ExportRequestBody.model_fields)
 
@@ -71,6 +85,7 @@ class Protection:
     clock: Clock
     limiter: RateLimiter | None
     recipients: RecipientPolicy
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def build(
@@ -138,17 +153,43 @@ class Protection:
         admitted = await self.store.admit(admission)
         if admitted.replay is not None:
             return replayed(admitted.replay)
+        if admission.record is not None:  # the committed record is the queue entry
+            context.backend.start_admitted(spec)
+        else:
+            try:
+                await context.backend.submit(spec)
+            except BaseException:
+                await self._abandon(spec, key)
+                raise
         if emailed:
-            await self.recipients.count(owner)
-        try:
-            await context.backend.submit(spec)
-        except BaseException:
-            await self._abandon(spec, key)
-            raise
+            await self.recipients.count(owner)  # never raises: a lost count is logged
+        # From here the export is charged and will run: every outcome is an answer to keep.
         response = await self._answer(context, spec, route, respond)
         if key is not None:
-            await self.store.complete_key(owner, key, stored_response(response))
+            await self._complete_key(owner, key, stored_response(response))
         return response
+
+    async def _complete_key(self, owner: str, key: str, response: StoredResponse) -> None:
+        """Store the answer for replays. The export exists whatever happens here, so a state
+        store that fails now is retried in the background (meanwhile a retry of the request
+        gets 409 naming the export) instead of turning a 202 into an error."""
+        try:
+            await self.store.complete_key(owner, key, response)
+        except StateUnavailable:
+            task = asyncio.create_task(self._complete_key_later(owner, key, response))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _complete_key_later(self, owner: str, key: str, response: StoredResponse) -> None:
+        delay = KEY_RETRY_FIRST_SECONDS
+        for _ in range(KEY_RETRY_ATTEMPTS):
+            await asyncio.sleep(delay)
+            try:
+                await self.store.complete_key(owner, key, response)
+                return
+            except StateUnavailable:
+                delay = min(delay * 2, KEY_RETRY_CAP_SECONDS)
+        log.error("could not store the answer of idempotency key %r of %s", key, owner)
 
     async def start_scheduled(self, context: ApiContext, spec: ExportSpec) -> None:
         """Admit and start a schedule's run like any export of its owner (checked against the
@@ -159,6 +200,9 @@ class Protection:
         in_flight = await context.backend.in_flight(spec.requested_by)
         admission = self._admission(spec, None, "/v1/schedules", body, self.clock(), in_flight)
         await self.store.admit(admission)
+        if admission.record is not None:  # the committed record is the queue entry
+            context.backend.start_admitted(spec)
+            return
         try:
             await context.backend.submit(spec)
         except BaseException:
@@ -208,6 +252,10 @@ class Protection:
         """The route's answer; once the export exists every outcome is an answer to keep."""
         try:
             return await respond(spec)
+        except StateUnavailable:
+            log.warning("state store unavailable answering export %s; answering 202", spec.id)
+            accepted = AcceptedResponse(id=spec.id, status_url=context.status_url(spec.id))
+            return JSONResponse(accepted.to_json_dict(), status_code=202)
         except ExportdError as exc:
             errors = exc.errors if isinstance(exc, InvalidInput) else []
             return problem_response(
@@ -253,12 +301,37 @@ async def _on_queue_full(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_state_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StateUnavailable)
+    return problem_response(
+        503,
+        exc.message,
+        reason=exc.reason,
+        headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)},
+        instance=request.url.path,
+    )
+
+
+async def _on_key_in_progress(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeyInProgress)
+    return problem_response(
+        409,
+        exc.message,
+        reason=exc.reason,
+        headers={"Retry-After": str(KEY_IN_PROGRESS_RETRY_AFTER_SECONDS)},
+        instance=request.url.path,
+        export_id=exc.export_id,
+    )
+
+
 def install_protection(app: FastAPI, protection: Protection) -> None:
     """Make ``protection`` reachable by routes, and install its error answers and documents."""
     app.state.protection = protection
     app.add_exception_handler(InsufficientCredits, _on_insufficient_credits)
     app.add_exception_handler(QueueFull, _on_queue_full)
     install_recipient_errors(app)
+    app.add_exception_handler(StateUnavailable, _on_state_unavailable)
+    app.add_exception_handler(KeyInProgress, _on_key_in_progress)
     document_problems(app)
 
 

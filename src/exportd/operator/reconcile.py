@@ -206,6 +206,10 @@ def _with_job(
             return _failed("ResultMissing", missing, ctx, job.completed_at), None
         return _succeeded(view, result, job.completed_at, ctx) | {"attempts": job.attempts}, None
     if job.outcome is JobOutcome.FAILED:
+        if view.status.result is not None:  # the file is stored and reported: never Failed
+            result = view.status.result
+            changes = _succeeded(view, result, result.completed_at, ctx)
+            return changes | {"attempts": job.attempts}, None
         return _job_failed(view, job, ctx) | {"attempts": job.attempts}, None
     changes = _running(view, job, ctx)
     if view.cancel and view.status.result is None:

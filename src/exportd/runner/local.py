@@ -2,11 +2,24 @@
 
 Each export runs as its own exporter child process (:mod:`exportd.runner.child`); at most
 ``max_running_exports`` at a time and ``max_running_per_user`` of one user, the rest wait in a
-FIFO queue (phase Queued, ``queuePosition`` kept current) that a free slot takes the first
-admissible export from. Everything the runner knows is written to the state store first, so a
-restart loses nothing: on start, Pending and Queued records are queued again in the order they
-were accepted, and Running ones whose process is gone are retried (or failed when their attempts
-are used up).
+FIFO queue that a free slot takes the first admissible export from. The record committed by the
+admission transaction is the queue entry: the runner's in-memory queue only orders the waiting
+records (oldest first), and the phase Queued and ``queuePosition`` are derived from it when a
+record is read (:meth:`LocalRunner.shown_status`), never written per queued record, so a create
+costs the same whatever the queue holds.
+
+The queue and the slots have one owner: they change only in code without an ``await``
+(:meth:`LocalRunner._admit` is synchronous), so nothing iterates them while another task changes
+them, and no lock is held across store I/O. A background task that fails is logged.
+
+Nothing finished is lost to a state-store outage: a child's result is written to the outbox
+(:mod:`exportd.store.outbox`) before it is recorded, and every store write of the runner is
+retried with backoff until the store answers. On start, Pending and Queued records are queued
+again in the order they were accepted; a Running one is recorded Succeeded from its outbox entry
+when its stored object exists, and otherwise queued again with the attempt the crash interrupted
+given back (a crash or shutdown of the API is not the export's fault). Every ``SWEEP_SECONDS``
+the runner also queues any waiting record it does not track (a create whose commit succeeded but
+whose answer from the database was lost).
 
 Retry policy, mirroring a Job's ``backoffLimit``: exit 2 or 3 is final (Failed with the
 exporter's reason); exit 75 or any other code is retried up to ``max_attempts`` with exponential
@@ -23,21 +36,24 @@ import fcntl
 import logging
 import os
 import signal
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from exportd import logs, metrics
 from exportd.catalog import Catalog
 from exportd.delivery import failure_conditions
 from exportd.errors import ExitCode, InvalidInput
+from exportd.housekeeping import remove_leftovers
 from exportd.runner import child
 from exportd.settings import ApiSettings
-from exportd.spec import ExportErrorInfo, ExportStatus, Phase, utc_now
+from exportd.spec import ExportErrorInfo, ExportResult, ExportStatus, Phase, utc_now
 from exportd.storage.base import Storage
-from exportd.store.base import ExportRecord, StateStore
+from exportd.store.base import ExportRecord, StateStore, StateUnavailable
 from exportd.store.events import RecordEvents
+from exportd.store.outbox import ResultOutbox
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,10 @@ ACTIVE_PHASES = (Phase.PENDING, Phase.QUEUED, Phase.RUNNING)
 WAITING_PHASES = (Phase.PENDING, Phase.QUEUED)
 BACKOFF_CAP_SECONDS = 60.0
 DEFAULT_DEADLINE_SECONDS = 600.0
+STORE_RETRY_FIRST_SECONDS = 0.2
+STORE_RETRY_CAP_SECONDS = 2.0
+SWEEP_SECONDS = 30.0
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -75,12 +95,14 @@ class LocalRunner:
         self.catalog = catalog
         self.command = settings.exporter_command or child.default_command()
         self.work_dir = settings.data_dir / "runner"
-        self._queue: deque[str] = deque()
-        self._queued_owners: dict[str, str] = {}  # export id -> owner, for per-user slots
+        self.outbox = ResultOutbox.of_data_dir(settings.data_dir)
+        # Waiting exports, oldest first (a dict keeps insertion order): export id -> owner.
+        self._queue: dict[str, str] = {}
         self._active: dict[str, _Active] = {}
-        self._admit_lock = asyncio.Lock()
         self._stopping = False
         self._lock_file: IO[bytes] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sweep_seconds = SWEEP_SECONDS
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -88,11 +110,36 @@ class LocalRunner:
         self._lock_data_dir()
         metrics.track_queue(lambda: len(self._queue), lambda: len(self._active))
         await self._recover()
-        await self._admit()
+        removed = await asyncio.to_thread(remove_leftovers, self.settings, set(), 0)
+        if removed:
+            log.info("removed %d leftover temporary or staged file(s)", removed)
+        self._admit()
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="exportd-sweep")
+
+    async def _sweep_periodically(self) -> None:
+        """Queue any waiting record this runner does not track: one whose create lost the
+        database's answer after its commit (the client saw 503, the record exists)."""
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                waiting = await self.store.list_by_phase(WAITING_PHASES)
+            except Exception:
+                log.warning("runner sweep could not read waiting exports", exc_info=True)
+                continue
+            for record in waiting:
+                if not self.is_tracked(record.id):
+                    log.warning("export %s was waiting untracked; queued now", record.id)
+                    self._queue[record.id] = record.owner
+            self._admit()
 
     async def stop(self) -> None:
         """Stop children without charging them an attempt; their records resume next start."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for active in list(self._active.values()):
             active.wake.set()
             if active.process is not None and active.process.returncode is None:
@@ -126,21 +173,39 @@ class LocalRunner:
         for record in await self.store.list_by_phase(ACTIVE_PHASES):
             if record.phase is Phase.RUNNING:
                 await self._reap_orphan(record)
-                if record.status.attempts >= self.settings.max_attempts:
-                    await self._finish(
-                        record.id,
-                        Phase.FAILED,
-                        ExportErrorInfo(
-                            reason="Interrupted",
-                            message="the API stopped while the export ran, "
-                            f"and all {self.settings.max_attempts} attempts are used up",
-                        ),
-                    )
+                if await self._settle_from_outbox(record):
                     continue
-                await self._write(record.id, record.status.evolve(phase=Phase.PENDING))
-            self._queue.append(record.id)
-            self._queued_owners[record.id] = record.owner
+                await self._write(
+                    record.id,
+                    self._interrupted(record),
+                    expected_phases=[Phase.RUNNING],
+                )
+            self._queue[record.id] = record.owner
         log.info("runner resumed %d export(s)", len(self._queue))
+
+    @staticmethod
+    def _interrupted(record: ExportRecord) -> ExportStatus:
+        """A Running record whose API died: it waits again, and gets back the attempt the
+        crash interrupted (one in its retry pause, no pid and an error, had already ended)."""
+        in_pause = record.pid is None and record.status.error is not None
+        attempts = record.status.attempts if in_pause else max(0, record.status.attempts - 1)
+        return record.status.evolve(phase=Phase.PENDING, attempts=attempts)
+
+    async def _settle_from_outbox(self, record: ExportRecord) -> bool:
+        """Record the kept result of an export whose file is stored; ``False`` when none."""
+        result = self.outbox.get(record.id)
+        if result is None:
+            return False
+        key = result.object_key
+        if key is not None and not await asyncio.to_thread(self.storage.exists, key):
+            log.warning(
+                "export %s: result kept but %s is not stored; running it again", record.id, key
+            )
+            self.outbox.discard(record.id)
+            return False
+        await self._record_success(record, result)
+        log.info("export %s: recorded Succeeded from its kept result", record.id)
+        return True
 
     async def _reap_orphan(self, record: ExportRecord) -> None:
         """A child of a previous API still alive (its parent-death signal pending): stop it."""
@@ -158,56 +223,71 @@ class LocalRunner:
 
     # -- admission --------------------------------------------------------------------------
 
-    async def submit(self, export_id: str) -> None:
-        """Queue a freshly created (Pending) record and start it if a slot is free."""
-        record = await self.store.get(export_id)
-        self._queued_owners[export_id] = record.owner if record is not None else ""
-        self._queue.append(export_id)
-        await self._admit()
+    def submit(self, export_id: str, owner: str) -> None:
+        """Queue a committed Pending record and start it if a slot is free (no I/O)."""
+        if export_id in self._queue or export_id in self._active:
+            return
+        self._queue[export_id] = owner
+        self._admit()
 
-    async def _admit(self) -> None:
-        async with self._admit_lock:
-            if self._stopping:
-                return
-            while len(self._active) < self.settings.max_running_exports:
-                export_id = self._next_admissible()
-                if export_id is None:
-                    break
-                self._queue.remove(export_id)
-                active = _Active(export_id, self._queued_owners.pop(export_id, ""))
-                self._active[active.export_id] = active
-                # A fresh context: the task must not carry the log fields of whoever admitted it.
-                active.task = asyncio.create_task(self._run(active), context=contextvars.Context())
-            await self._publish_positions()
+    def _admit(self) -> None:
+        """Fill free slots from the queue. Synchronous on purpose: no other task can change
+        the queue or the slots while this looks at them."""
+        if self._stopping:
+            return
+        admitted = False
+        while len(self._active) < self.settings.max_running_exports:
+            export_id = self._next_admissible()
+            if export_id is None:
+                break
+            active = _Active(export_id, self._queue.pop(export_id))
+            self._active[export_id] = active
+            # A fresh context: the task must not carry the log fields of whoever admitted it.
+            active.task = asyncio.create_task(self._run(active), context=contextvars.Context())
+            active.task.add_done_callback(_log_failure)
+            admitted = True
+        if admitted:
+            self._publish_queue()
 
     def _next_admissible(self) -> str | None:
         """The first queued export whose owner is below ``max_running_per_user``: one user's
         burst waits behind its own slots while other users' exports pass it."""
         running = Counter(active.owner for active in self._active.values())
-        for export_id in self._queue:
-            if running[self._queued_owners.get(export_id, "")] < self.settings.max_running_per_user:
+        for export_id, owner in self._queue.items():
+            if running[owner] < self.settings.max_running_per_user:
                 return export_id
         return None
 
-    async def _publish_positions(self) -> None:
-        for position, export_id in enumerate(self._queue, start=1):
-            record = await self.store.get(export_id)
-            if record is None or (
-                record.phase is Phase.QUEUED and record.status.queue_position == position
-            ):
-                continue
-            status = record.status.evolve(phase=Phase.QUEUED, queue_position=position)
-            await self._write(export_id, status, expected_phases=WAITING_PHASES)
+    def _publish_queue(self) -> None:
+        """Positions changed: wake whoever watches a waiting export (in memory only)."""
+        for export_id in list(self._queue):
+            self.events.publish(export_id)
 
     def is_running(self, export_id: str) -> bool:
         """Whether this runner holds a slot for the export (its process runs or will retry)."""
         return export_id in self._active
 
+    def is_tracked(self, export_id: str) -> bool:
+        return export_id in self._active or export_id in self._queue
+
     def queue_position(self, export_id: str) -> int | None:
-        try:
-            return self._queue.index(export_id) + 1
-        except ValueError:
+        if export_id not in self._queue:
             return None
+        for position, queued in enumerate(self._queue, start=1):
+            if queued == export_id:
+                return position
+        return None  # pragma: no cover - checked above
+
+    def shown_status(self, record: ExportRecord) -> ExportStatus:
+        """The record's status as clients see it: a waiting record is Queued at its place in
+        the queue (derived now, never stored), or Pending while it is not in the queue."""
+        if record.phase not in WAITING_PHASES:
+            return record.status
+        position = self.queue_position(record.id)
+        phase = Phase.PENDING if position is None else Phase.QUEUED
+        if record.phase is phase and record.status.queue_position == position:
+            return record.status
+        return record.status.evolve(phase=phase, queue_position=position)
 
     # -- one export -------------------------------------------------------------------------
 
@@ -217,20 +297,22 @@ class LocalRunner:
             await self._attempts(active)
         except Exception:
             log.exception("runner failed on export %s", active.export_id)
-            await self._finish(
-                active.export_id,
-                Phase.FAILED,
-                ExportErrorInfo(reason="RunnerError", message="the local runner failed"),
-            )
+            if not self._stopping:  # stopping: the record resumes at the next start
+                with contextlib.suppress(Exception):
+                    await self._finish(
+                        active.export_id,
+                        Phase.FAILED,
+                        ExportErrorInfo(reason="RunnerError", message="the local runner failed"),
+                    )
         finally:
-            del self._active[active.export_id]
+            self._active.pop(active.export_id, None)
             self.events.publish(active.export_id)
-            await self._admit()
+            self._admit()
 
     async def _attempts(self, active: _Active) -> None:
         export_id = active.export_id
         while True:
-            record = await self.store.get(export_id)
+            record = await self._retrying(lambda: self.store.get(export_id))
             if record is None or record.phase.is_terminal:
                 return
             if active.cancel_requested:
@@ -245,6 +327,10 @@ class LocalRunner:
             outcome = await self._attempt(active, record)
             if active.cancel_requested:
                 await self._finish_cancelled(record)
+                return
+            if outcome.succeeded and outcome.result is not None:  # kept even when stopping
+                await asyncio.to_thread(self.outbox.put, export_id, outcome.result)
+                await self._record_success(record, outcome.result)
                 return
             if self._stopping:
                 await self._release_on_stop(record, refund=True)
@@ -280,7 +366,11 @@ class LocalRunner:
         async def on_rows(rows: int) -> None:
             nonlocal status
             status = status.evolve(rows=rows)
-            await self._write(record.id, status, pid=process.pid, expected_phases=[Phase.RUNNING])
+            with contextlib.suppress(StateUnavailable):  # progress only: the next one will do
+                await self.store.update_status(
+                    record.id, status, pid=process.pid, expected_phases=[Phase.RUNNING]
+                )
+                self.events.publish(record.id)
 
         await self._write(record.id, status, pid=process.pid, expected_phases=[Phase.RUNNING])
         timeout = self._deadline_of(record)
@@ -306,11 +396,10 @@ class LocalRunner:
         except InvalidInput:
             return DEFAULT_DEADLINE_SECONDS
 
-    async def _settle(self, record: ExportRecord, outcome: child.ChildOutcome) -> bool:
-        """Record a finished attempt; ``False`` when it is to be retried."""
-        current = await self.store.get(record.id) or record
-        if outcome.succeeded and outcome.result is not None:
-            result = outcome.result
+    async def _record_success(self, record: ExportRecord, result: ExportResult) -> None:
+        """Record the kept result (retrying until the store answers), then forget it."""
+        current = await self._retrying(lambda: self.store.get(record.id)) or record
+        if current.phase is Phase.RUNNING:
             status = current.status.evolve(
                 phase=Phase.SUCCEEDED,
                 rows=result.rows_written,
@@ -320,11 +409,16 @@ class LocalRunner:
                 started_at=result.started_at,
                 completed_at=result.completed_at,
                 error=None,
+                queue_position=None,
                 delivered=result.delivered,
                 conditions=result.conditions,
             )
-            await self._write(record.id, status, expected_phases=[Phase.RUNNING])
-            return True
+            await self._write(record.id, status, pid=None, expected_phases=[Phase.RUNNING])
+        self.outbox.discard(record.id)
+
+    async def _settle(self, record: ExportRecord, outcome: child.ChildOutcome) -> bool:
+        """Record a failed attempt; ``False`` when it is to be retried."""
+        current = await self._retrying(lambda: self.store.get(record.id)) or record
         error = outcome.error or ExportErrorInfo(
             reason="ExporterCrashed",
             message=f"exporter exited with code {outcome.exit_code}: {outcome.stderr_tail[-500:]}",
@@ -352,7 +446,7 @@ class LocalRunner:
     async def _release_on_stop(self, record: ExportRecord, *, refund: bool) -> None:
         """Shutdown is not the export's fault: the record waits (Pending) for the next start,
         and an attempt the shutdown interrupted is given back."""
-        current = await self.store.get(record.id) or record
+        current = await self._retrying(lambda: self.store.get(record.id)) or record
         attempts = current.status.attempts - 1 if refund else current.status.attempts
         status = current.status.evolve(phase=Phase.PENDING, attempts=max(0, attempts))
         await self._write(record.id, status, pid=None, expected_phases=[Phase.RUNNING])
@@ -361,21 +455,18 @@ class LocalRunner:
 
     async def cancel(self, export_id: str) -> None:
         """Cancel a waiting or running export and return once it is recorded Cancelled."""
-        async with self._admit_lock:
-            if export_id in self._queue:
-                self._queue.remove(export_id)
-                self._queued_owners.pop(export_id, None)
-                record = await self.store.get(export_id)
-                if record is not None:
-                    await self._finish_cancelled(record)
-                await self._publish_positions()
-                return
         active = self._active.get(export_id)
         if active is None:
+            # Recorded first, then dequeued: if a slot takes it meanwhile, its task finds the
+            # record Cancelled and stops (and is stopped below if it got further).
             record = await self.store.get(export_id)
             if record is not None and not record.phase.is_terminal:
                 await self._finish_cancelled(record)
-            return
+            if self._queue.pop(export_id, None) is not None:
+                self._publish_queue()
+            active = self._active.get(export_id)
+            if active is None:
+                return
         active.cancel_requested = True
         active.wake.set()
         if active.process is not None and active.process.returncode is None:
@@ -401,7 +492,7 @@ class LocalRunner:
     # -- store writes -----------------------------------------------------------------------
 
     async def _finish(self, export_id: str, phase: Phase, error: ExportErrorInfo | None) -> None:
-        record = await self.store.get(export_id)
+        record = await self._retrying(lambda: self.store.get(export_id))
         if record is None or record.phase.is_terminal:
             return
         status = record.status.evolve(
@@ -421,13 +512,35 @@ class LocalRunner:
         pid: int | None = None,
         expected_phases: tuple[Phase, ...] | list[Phase] | None = None,
     ) -> ExportRecord | None:
-        record = await self.store.update_status(
-            export_id, status, pid=pid, expected_phases=expected_phases
+        record = await self._retrying(
+            lambda: self.store.update_status(
+                export_id, status, pid=pid, expected_phases=expected_phases
+            )
         )
         if record is not None and expected_phases is not None and status.phase.is_terminal:
             metrics.observe_finished(record.spec, record.status)  # the one terminal write
         self.events.publish(export_id)
         return record
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()`` until the state store answers, with backoff; given up only on stop (the
+        record is then resumed at the next start, from the outbox if it had finished)."""
+        delay = STORE_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await call()
+            except StateUnavailable:
+                if self._stopping:
+                    raise
+                log.warning("state store unavailable; the runner retries in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_CAP_SECONDS)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A runner task's failure is logged here, never left as "exception never retrieved"."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("runner task %s failed", task.get_name(), exc_info=exc)
 
 
 def _is_exporter_of(pid: int, export_id: str) -> bool:

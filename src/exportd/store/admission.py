@@ -43,6 +43,15 @@ class QueueFull(ExportdError):
     retriable: bool = True
 
 
+@dataclass
+class KeyInProgress(Conflict):
+    """The first request with this key is still being answered: 409 naming its export, with
+    ``Retry-After``; a retry then gets the first request's answer replayed."""
+
+    reason: str = "IdempotencyKeyInProgress"
+    export_id: str = ""
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     """The response an idempotent request gave, kept to be given again."""
@@ -164,9 +173,10 @@ def _claim(tx: AdmissionTx, admission: Admission) -> Admitted | None:
             errors=[FieldError(IDEMPOTENCY_HEADER, "already used with a different request")],
         )
     if existing.state != "done" or existing.response is None:
-        raise Conflict(
-            f"a request with this {IDEMPOTENCY_HEADER} is still being processed",
-            reason="IdempotencyKeyInProgress",
+        raise KeyInProgress(
+            f"a request with this {IDEMPOTENCY_HEADER} is still being processed "
+            f"(export {existing.export_id}); retry to get its answer",
+            export_id=existing.export_id,
         )
     return Admitted(existing.export_id, replay=existing.response)
 

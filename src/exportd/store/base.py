@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportd.errors import FieldError, InvalidInput
+from exportd.errors import FieldError, InvalidInput, TransientFailure
 from exportd.settings import ApiSettings
 from exportd.spec import TERMINAL_PHASES, ExportSpec, ExportStatus, Phase, utc_now
 
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 
 LIST_LIMIT_MAX = 100
 Clock = Callable[[], datetime]
+
+
+@dataclass
+class StateUnavailable(TransientFailure):
+    """The state store cannot be reached now: 503 with ``Retry-After``, nothing was changed
+    (a write either committed before the failure or not at all)."""
+
+    reason: str = "StateUnavailable"
 
 
 class ExportRecord(BaseModel):

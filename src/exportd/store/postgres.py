@@ -9,8 +9,11 @@ opens transactions.
 
 The driver is psycopg 3, synchronous, with a connection pool; every call runs in a small thread
 pool of its own so the event loop never waits on the network and one slow query cannot starve
-other users of the default executor. The DSN is ``state_db_url`` (``postgresql://...``); a
-schema other than ``public`` is chosen the libpq way, ``?options=-csearch_path%3Dname``.
+other users of the default executor. A connection waits at most ``ACQUIRE_TIMEOUT_SECONDS`` for
+the pool and is checked before it is handed out (one killed by the server is replaced, not
+used), so a database outage answers 503 within about a second instead of hanging or 500.
+The DSN is ``state_db_url`` (``postgresql://...``); a schema other than ``public`` is chosen
+the libpq way, ``?options=-csearch_path%3Dname``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from exportd.store.sql_store import SqlStateStore
 
 POOL_MAX = 8
 CONNECT_TIMEOUT_SECONDS = 10.0
+ACQUIRE_TIMEOUT_SECONDS = 1.0
+LIBPQ_CONNECT_TIMEOUT_SECONDS = 2  # libpq's smallest useful value
+RECONNECT_FOREVER_SECONDS = 365 * 24 * 3600.0
 _T = TypeVar("_T")
 Conn = psycopg.Connection[Row]
 
@@ -43,6 +49,8 @@ Conn = psycopg.Connection[Row]
 class PostgresStateStore(SqlStateStore):
     duplicate_error = psycopg.errors.UniqueViolation
     driver_error = psycopg.Error
+    # Refused or lost connections, server shutdown, and the pool's own timeout (PoolTimeout).
+    unavailable_errors = (psycopg.OperationalError,)
 
     def __init__(
         self,
@@ -60,7 +68,7 @@ class PostgresStateStore(SqlStateStore):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def _off_loop(self, func: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
             raise RuntimeError("state store is not open")
         loop = asyncio.get_running_loop()
@@ -80,16 +88,23 @@ class PostgresStateStore(SqlStateStore):
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="exportd-pg")
-        await self._call(self._open)
+        await self._off_loop(self._open)
 
     def _open(self) -> None:
         pool: ConnectionPool[Conn] = ConnectionPool(
             self.dsn,
             min_size=1,
             max_size=self.pool_max,
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": True,
+                "connect_timeout": LIBPQ_CONNECT_TIMEOUT_SECONDS,
+            },
             open=False,
             name="exportd-state",
+            timeout=ACQUIRE_TIMEOUT_SECONDS,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_FOREVER_SECONDS,
         )
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._pool = pool
@@ -104,7 +119,7 @@ class PostgresStateStore(SqlStateStore):
     async def close(self) -> None:
         if self._executor is None:
             return
-        await self._call(self._close)
+        await self._off_loop(self._close)
         self._executor.shutdown(wait=True)
         self._executor = None
 

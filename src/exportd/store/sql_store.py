@@ -4,11 +4,18 @@ Everything a call does beyond running statements lives here once: which transact
 refunding the credit of a record that ends Failed or Cancelled in the transaction that records
 it, turning a duplicate id into :class:`~exportd.errors.Conflict`, keeping a new credit account
 when an admission is refused, paging. A store supplies how calls leave the event loop
-(:meth:`SqlStateStore._call`) and how it opens a :class:`StoreTx` to read or to write.
+(:meth:`SqlStateStore._off_loop`) and how it opens a :class:`StoreTx` to read or to write.
+
+A store that cannot be reached fails fast: the driver's connection errors become
+:class:`~exportd.store.base.StateUnavailable` (503 + ``Retry-After`` in the API), and for
+``FAIL_FAST_SECONDS`` after one, calls fail at once instead of queueing behind the pool, so an
+outage answers in well under a second instead of piling requests up until they time out.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -27,11 +34,21 @@ from exportd.store.admission import (
     ensure_account,
     refund_export,
 )
-from exportd.store.base import Clock, ExportPage, ExportRecord, PageCursor, StateStore, clamp_limit
+from exportd.store.base import (
+    Clock,
+    ExportPage,
+    ExportRecord,
+    PageCursor,
+    StateStore,
+    StateUnavailable,
+    clamp_limit,
+)
 from exportd.store.schedules import ScheduleStore
 from exportd.store.sql_statements import StatusChange, StoreTx
 
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+FAIL_FAST_SECONDS = 0.5
 Update = tuple[str, ExportStatus, int | None]
 
 
@@ -39,16 +56,31 @@ class SqlStateStore(ScheduleStore, StateStore):
     # The driver's error for a duplicate primary key, and the base of all its errors.
     duplicate_error: ClassVar[type[Exception]]
     driver_error: ClassVar[type[Exception]]
+    # The driver's errors that mean "the database cannot be reached now" (not "bad SQL").
+    unavailable_errors: ClassVar[tuple[type[Exception], ...]]
 
     def __init__(self, *, credit_policy: CreditPolicy | None, clock: Clock) -> None:
         self.credit_policy = credit_policy or CreditPolicy()
         self.clock = clock
+        self._failing_until = 0.0  # monotonic time until which calls fail fast
 
     # -- plumbing ---------------------------------------------------------------------------
 
     @abstractmethod
-    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def _off_loop(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run ``func(*args)`` away from the event loop."""
+
+    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+        """``func(*args)`` off the loop; :class:`StateUnavailable` when the database is down."""
+        if time.monotonic() < self._failing_until:
+            raise StateUnavailable("the state store is unavailable; try again shortly")
+        try:
+            result = await self._off_loop(func, *args)
+        except self.unavailable_errors as exc:
+            self._failing_until = time.monotonic() + FAIL_FAST_SECONDS
+            log.warning("state store unavailable: %s", str(exc).strip().splitlines()[:1])
+            raise StateUnavailable("the state store is unavailable; try again shortly") from exc
+        return result
 
     @abstractmethod
     def _read(self) -> AbstractContextManager[StoreTx]: ...
@@ -74,7 +106,7 @@ class SqlStateStore(ScheduleStore, StateStore):
     async def ping(self) -> bool:
         try:
             return await self._reading(StoreTx.answers)
-        except (self.driver_error, RuntimeError):
+        except (self.driver_error, RuntimeError, StateUnavailable):
             return False
 
     async def schema_version(self) -> int:

@@ -32,6 +32,8 @@ _T = TypeVar("_T")
 class SqliteStateStore(SqlStateStore):
     duplicate_error = sqlite3.IntegrityError
     driver_error = sqlite3.Error
+    # "database is locked" past the busy timeout, a full or failing disk.
+    unavailable_errors = (sqlite3.OperationalError,)
 
     def __init__(
         self,
@@ -47,7 +49,7 @@ class SqliteStateStore(SqlStateStore):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def _off_loop(self, func: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.to_thread(self._locked, func, *args)
 
     def _locked(self, func: Callable[..., _T], *args: Any) -> _T:
@@ -78,7 +80,7 @@ class SqliteStateStore(SqlStateStore):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._call(self._open)
+        await self._off_loop(self._open)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ class SqliteStateStore(SqlStateStore):
                 tx.migrate([migration])
 
     async def close(self) -> None:
-        await self._call(self._close)
+        await self._off_loop(self._close)
 
     def _close(self) -> None:
         if self._conn is not None:

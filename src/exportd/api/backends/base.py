@@ -83,6 +83,12 @@ class ExportBackend(ABC):
     @abstractmethod
     async def submit(self, spec: ExportSpec) -> ExportStatus: ...
 
+    def start_admitted(self, spec: ExportSpec) -> None:
+        """Start an export whose record the admission transaction has just committed in
+        ``record_store``; no I/O, so it cannot fail once the client was charged. Only backends
+        with a ``record_store`` are asked."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no records in a state store")
+
     @abstractmethod
     async def get(self, export_id: str, owner: str | None) -> ExportView: ...
 

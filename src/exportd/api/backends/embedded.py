@@ -27,10 +27,6 @@ from exportd.store.events import RecordEvents
 log = logging.getLogger(__name__)
 
 
-def _view(record: ExportRecord) -> ExportView:
-    return ExportView(spec=record.spec, status=record.status, created_at=record.created_at)
-
-
 class EmbeddedBackend(ExportBackend):
     def __init__(
         self,
@@ -74,24 +70,26 @@ class EmbeddedBackend(ExportBackend):
     def record_store(self) -> StateStore:
         return self.store
 
-    async def submit(self, spec: ExportSpec) -> ExportStatus:
-        try:
-            record = await self.store.create(ExportRecord.new(spec))
-        except Conflict:
-            existing = await self.store.get(spec.id)
-            if existing is None or existing.spec != spec:
-                raise
-            # The same order again. Recorded by the API's admission transaction (credit debit
-            # and record in one) but not started yet: start it now; otherwise nothing to do.
-            if existing.phase is Phase.PENDING and not self._tracked(spec.id):
-                await self.runner.submit(spec.id)
-            return existing.status
-        await self.runner.submit(record.id)
-        return (await self._record(record.id, record.owner)).status
+    def start_admitted(self, spec: ExportSpec) -> None:
+        self.runner.submit(spec.id, spec.requested_by)
 
-    def _tracked(self, export_id: str) -> bool:
-        runner = self.runner
-        return runner.is_running(export_id) or runner.queue_position(export_id) is not None
+    async def submit(self, spec: ExportSpec) -> ExportStatus:
+        existing = await self.store.get(spec.id)
+        if existing is None:
+            try:
+                existing = await self.store.create(ExportRecord.new(spec))
+            except Conflict:
+                existing = await self.store.get(spec.id)
+        if existing is None or existing.spec != spec:
+            raise Conflict(f"export {spec.id} already exists", reason="AlreadyExists")
+        if existing.phase in (Phase.PENDING, Phase.QUEUED):  # recorded, maybe not started yet
+            self.runner.submit(spec.id, existing.owner)
+        return self.runner.shown_status(existing)
+
+    def _view(self, record: ExportRecord) -> ExportView:
+        return ExportView(
+            spec=record.spec, status=self.runner.shown_status(record), created_at=record.created_at
+        )
 
     async def _record(self, export_id: str, owner: str | None) -> ExportRecord:
         """``owner=None``: any owner's (the admin scope)."""
@@ -101,13 +99,13 @@ class EmbeddedBackend(ExportBackend):
         return record
 
     async def get(self, export_id: str, owner: str | None) -> ExportView:
-        return _view(await self._record(export_id, owner))
+        return self._view(await self._record(export_id, owner))
 
     async def list(
         self, owner: str | None, limit: int = LIST_LIMIT_DEFAULT, cursor: str | None = None
     ) -> ExportViewPage:
         page = await self.store.list_for_owner(owner, limit, cursor)
-        return ExportViewPage([_view(r) for r in page.items], page.next_cursor)
+        return ExportViewPage([self._view(r) for r in page.items], page.next_cursor)
 
     async def cancel(self, export_id: str, owner: str | None) -> ExportView:
         record = await self._record(export_id, owner)
@@ -119,4 +117,4 @@ class EmbeddedBackend(ExportBackend):
                 f"export {export_id} already finished as {record.phase}",
                 reason="AlreadyFinished",
             )
-        return _view(record)
+        return self._view(record)
