@@ -83,7 +83,7 @@ def test_binary_is_hex_and_dictionary_columns_are_decoded(edge_case_batch: pa.Re
 
 
 def test_csv_fields_keep_exact_numbers_and_iso_dates(edge_case_batch: pa.RecordBatch) -> None:
-    assert text_fields(edge_case_batch.column("amount"))[2] == Decimal("123456789012345.67")
+    assert text_fields(edge_case_batch.column("amount"))[2] == "123456789012345.67"
     assert text_fields(edge_case_batch.column("big_id"))[0] == 1234567890123456789
     assert text_fields(edge_case_batch.column("day"))[:2] == ["2024-02-29", "1900-03-01"]
     assert text_fields(edge_case_batch.column("moment"))[0] == "2024-01-02T03:04:05"
