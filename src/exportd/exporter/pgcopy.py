@@ -9,6 +9,9 @@ writer (:mod:`exportd.exporter.writers.csv`) would do, and only streams bytes to
   ``statement_timeout``.
 - quoting as the CSV writer: numbers unquoted, everything else quoted (``FORCE_QUOTE``), NULL an
   empty unquoted field, the empty string ``""``; RFC 4180 ``\\r\\n`` line ends; optional BOM.
+  Except dates and timestamps, left unquoted (a CSV reader sees the same values): their
+  ``-infinity`` would otherwise look like quoted text starting with ``-`` to the formula
+  neutralizing below, which would change the value.
 - text: characters illegal in XML 1.0 removed (as :mod:`exportd.exporter.cells` does for every
   format) and text starting with ``=``, ``+``, ``-``, ``@``, TAB or CR prefixed with ``'`` (formula
   neutralizing), both done here on chunks of whole rows with C-speed byte operations, in that
@@ -68,6 +71,7 @@ Chunk = bytes | bytearray
 BOOL_OID = 16
 BYTEA_OID = 17
 NUMBER_OIDS = frozenset({20, 21, 23, 26, 700, 701, 1700})
+DATE_TIME_OIDS = frozenset({1082, 1114, 1184})  # may be -infinity: never quoted
 
 
 class CsvMetadata(Protocol):
@@ -109,7 +113,7 @@ def column_expression(type_oid: int, column: str) -> tuple[str, bool]:
     Text needs nothing here: its cleaning and formula neutralizing run on the client, on whole
     chunks (see :func:`neutralize`), which keeps the server's work that of a plain COPY.
     """
-    if type_oid in NUMBER_OIDS:
+    if type_oid in NUMBER_OIDS or type_oid in DATE_TIME_OIDS:
         return column, False
     if type_oid == BOOL_OID:
         return f"{column}::text", True  # the cast gives true/false (the output gives t/f)

@@ -15,6 +15,9 @@ microseconds ``±(2^63-1)``); the PostgreSQL source gives the same (see its load
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,6 +25,10 @@ DATE_INFINITY = 2**31 - 1
 MICROS_INFINITY = 2**63 - 1
 MICROS_PER_DAY = 86_400_000_000
 MICROS_PER_SECOND = 1_000_000
+# Arrow's zone conversion applies the tz database's listed transitions only (up to 2037): later
+# summers would get standard time. Python's zoneinfo follows the zone's rule for any year.
+LISTED_TRANSITIONS_END = (datetime(2037, 1, 1) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+PYTHON_END = (datetime(9999, 12, 30) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 def civil_from_days(days: int) -> tuple[int, int, int]:
@@ -107,4 +114,18 @@ def wall_clock_micros(array: pa.Array, zone: str) -> tuple[pa.Array, pa.Array]:
     local = pc.cast(pc.local_timestamp(zoned), pa.int64())
     if has_infinity:
         local = pc.if_else(infinite, micros, local)
+    late = pc.and_(pc.greater_equal(micros, LISTED_TRANSITIONS_END), pc.less(micros, PYTHON_END))
+    if pc.any(late).as_py():
+        local = _late_wall_clock(micros, local, pc.fill_null(late, False), ZoneInfo(zone))
     return local, micros
+
+
+def _late_wall_clock(micros: pa.Array, local: pa.Array, late: pa.Array, zone: ZoneInfo) -> pa.Array:
+    """Wall-clock times after 2037 by Python's zoneinfo (rare values, one by one)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    corrected = []
+    for value in pc.filter(micros, late).to_pylist():
+        moment = epoch + timedelta(microseconds=value)
+        offset = moment.astimezone(zone).utcoffset() or timedelta(0)
+        corrected.append(value + offset // timedelta(microseconds=1))
+    return pc.replace_with_mask(local, late, pa.array(corrected, pa.int64()))
