@@ -183,9 +183,7 @@ def timestamp_cells(array: pa.Array, zone: str) -> pa.Array:
     return _with_exact_text(cells, outside, micros, temporal.timestamp_text)
 
 
-def _with_exact_text(
-    cells: pa.Array, outside: pa.Array, values: pa.Array, text: Any
-) -> pa.Array:
+def _with_exact_text(cells: pa.Array, outside: pa.Array, values: pa.Array, text: Any) -> pa.Array:
     """Dates and times Excel cannot show as such (before 1900-03-01, after 9999, infinite)
     as their exact ISO text, like the one mapping; they are rare, so only they go through
     Python."""
@@ -193,8 +191,7 @@ def _with_exact_text(
     if not pc.any(outside).as_py():
         return cells
     texts = [
-        _TEXT_OPEN + text(value) + _TEXT_CLOSE
-        for value in pc.filter(values, outside).to_pylist()
+        _TEXT_OPEN + text(value) + _TEXT_CLOSE for value in pc.filter(values, outside).to_pylist()
     ]
     replaced = pc.replace_with_mask(
         pc.cast(cells, pa.large_string()), outside, pa.array(texts, pa.large_string())
