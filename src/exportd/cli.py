@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import ssl
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if progress is not None:
             progress.close()
     storage = storage_from_settings(settings)
-    _copy_out(storage.open_read(result.object_key), output)
+    _move_out(storage, result.object_key, output)
     storage.delete(result.object_key)  # the output file is the product; keep no second copy
     print(f"{result.rows_written} rows, {result.bytes} bytes", file=err)
     print(output, file=out)
@@ -350,13 +351,21 @@ def _typed(kind: VariableKind, text: str, name: str) -> VariableValue:
     return text
 
 
-def _copy_out(chunks: Any, output: Path) -> None:
-    """Write the stored file to ``output`` under a temporary name, then rename it in place."""
+def _move_out(storage: Any, key: str, output: Path) -> None:
+    """The stored file at ``output``: hard-linked when local storage lies on the same
+    filesystem (no copy), else copied under a temporary name; then renamed in place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.part")
-    with partial.open("wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
+    partial.unlink(missing_ok=True)
+    stored = storage.path_of(key) if hasattr(storage, "path_of") else None
+    try:
+        if stored is None:
+            raise OSError("not a local file")
+        os.link(stored, partial)
+    except OSError:
+        with partial.open("wb") as handle:
+            for chunk in storage.open_read(key):
+                handle.write(chunk)
     partial.replace(output)
 
 

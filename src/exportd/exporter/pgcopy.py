@@ -39,12 +39,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from exportd.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.exporter.writers.base import HashingFile
 from exportd.sqlparams import to_pyformat
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ NUMBER_OIDS = frozenset({20, 21, 23, 26, 700, 701, 1700})
 DATE_TIME_OIDS = frozenset({1082, 1114, 1184})  # may be -infinity: never quoted
 
 
+class ByteSink(Protocol):
+    def write(self, data: bytes | bytearray, /) -> int: ...
+
+
 class CsvMetadata(Protocol):
     """What the metadata lines say (:class:`exportd.exporter.writers.base.ExportMetadata`)."""
 
@@ -95,6 +100,7 @@ class CopyResult:
     rows_written: int
     columns: list[str]
     completed_at: datetime
+    sha256: str | None = None
 
 
 def iso_utc(moment: datetime) -> str:
@@ -192,7 +198,7 @@ class PostgresCsvCopy:
             description = self._describe(query, params)
             names = [column.name for column in description]
             statement = copy_statement(query, [column.type_code for column in description])
-            with output.open("wb") as file:
+            with HashingFile.create(output) as file:
                 file.write(BOM if bom else b"")
                 if metadata.enabled:
                     file.write(_first_line(metadata))
@@ -205,7 +211,7 @@ class PostgresCsvCopy:
             raise self._failure(exc, statement_timeout_seconds) from exc
         finally:
             self._end()
-        return CopyResult(rows_read, rows_written, names, completed_at)
+        return CopyResult(rows_read, rows_written, names, completed_at, file.hexdigest())
 
     def _begin(self, timeout_seconds: int, zone: str) -> None:
         self._conn.execute(
@@ -224,7 +230,7 @@ class PostgresCsvCopy:
         self,
         statement: str,
         params: Mapping[str, Any],
-        file: BinaryIO,
+        file: ByteSink,
         max_rows: int | None,
     ) -> tuple[int, int]:
         """Stream the COPY; rows are copied into one buffer as they arrive (holding libpq's
@@ -292,7 +298,7 @@ class PostgresCsvCopy:
         self.close()
 
 
-def _flush(buffer: bytearray, rows: int, file: BinaryIO) -> int:
+def _flush(buffer: bytearray, rows: int, file: ByteSink) -> int:
     """Write ``rows`` whole rows (each ending in LF) cleaned, neutralized, with CRLF ends."""
     if not rows:
         return 0

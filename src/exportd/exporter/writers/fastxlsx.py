@@ -25,7 +25,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -33,7 +32,7 @@ from exportd.catalog import ExportType
 from exportd.errors import PermanentFailure
 from exportd.exporter.cells import display_width, spreadsheet_cells
 from exportd.exporter.writers import fastxlsx_parts as parts
-from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
+from exportd.exporter.writers.base import ExportMetadata, HashingFile, Writer, WriteSummary
 from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
 from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
 from exportd.exporter.writers.xlsx import (
@@ -139,8 +138,8 @@ class FastXlsxWriter(Writer):
         use_system_allocator()
         self.max_sheet_rows = max_sheet_rows
         self._piece_target = piece_target_bytes
-        self._file: BinaryIO = path.open("wb")
-        self._zip = ZipStream(self._file)
+        self._file = HashingFile.create(path)
+        self._zip = ZipStream(self._file)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastxlsx-build")
         self._batches: queue.Queue[object] = queue.Queue(maxsize=2)
         self._ops: queue.Queue[object] = queue.Queue(maxsize=2 * threads)
@@ -185,7 +184,11 @@ class FastXlsxWriter(Writer):
                 reason="IncompleteExport",
             )
         self._write_closing_parts(completed_at)
-        return WriteSummary(rows_written=self._rows_written, sheets=len(self._sheets))
+        return WriteSummary(
+            rows_written=self._rows_written,
+            sheets=len(self._sheets),
+            sha256=self._file.hexdigest(),
+        )
 
     def abort(self) -> None:
         """Stop the threads and close the file; the exporter deletes it."""
