@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # the PostgreSQL CSV path imports this module and must stay w
     import pyarrow as pa
 
 
+EXCEL_MAX_ROWS = 1_048_576
+DATA_SHEET = "Export"
+METADATA_SHEET = "Export info"
+
+
 @dataclass(frozen=True)
 class ExportMetadata:
     """What every file says about itself (XLSX: a metadata sheet; CSV: first and last line)."""

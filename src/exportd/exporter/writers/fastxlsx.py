@@ -32,15 +32,17 @@ from exportd.catalog import ExportType
 from exportd.errors import PermanentFailure
 from exportd.exporter.cells import display_width, spreadsheet_cells
 from exportd.exporter.writers import fastxlsx_parts as parts
-from exportd.exporter.writers.base import ExportMetadata, HashingFile, Writer, WriteSummary
-from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
-from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
-from exportd.exporter.writers.xlsx import (
+from exportd.exporter.writers.base import (
     DATA_SHEET,
     EXCEL_MAX_ROWS,
     METADATA_SHEET,
-    XlsxWriter,
+    ExportMetadata,
+    HashingFile,
+    Writer,
+    WriteSummary,
 )
+from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
+from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
 
 PIECE_TARGET_BYTES = 8 * 1024 * 1024
 XML_BYTES_PER_VALUE_BYTE = 2
@@ -57,6 +59,8 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
     type selects it with ``xlsxWriter: xlsxwriter`` once the catalog has that field.
     """
     if getattr(export_type, "xlsx_writer", "fast") == "xlsxwriter":
+        from exportd.exporter.writers.xlsx import XlsxWriter  # only its users pay the import
+
         return XlsxWriter
     return FastXlsxWriter
 
