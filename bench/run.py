@@ -225,6 +225,21 @@ def _wait_ready(base: str) -> None:
     raise RuntimeError("the API did not come up within 60 s")
 
 
+def update_readme(text: str) -> None:
+    """The README's benchmark table is this run's report (between its bench markers)."""
+    readme = HERE.parent / "README.md"
+    content = readme.read_text(encoding="utf-8")
+    begin, end = "<!-- bench:begin -->\n", "<!-- bench:end -->"
+    head, rest = content.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(head + begin + text + "\n" + end + tail, encoding="utf-8")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--readme"]:  # after a run: RESULTS.md again
+    update_readme((HERE / "RESULTS.md").read_text(encoding="utf-8").rstrip("\n"))
+    sys.exit(0)
+
+
 def main() -> int:
     narrow = [ensure_table(DSN, rows) for rows in (100_000, MILLION, 5 * MILLION)]
     wide, adversarial = ensure_wide_table(DSN), ensure_adversarial_table(DSN)
@@ -299,6 +314,7 @@ def main() -> int:
     ]
     text = "\n".join(report)
     (HERE / "RESULTS.md").write_text(text + "\n", encoding="utf-8")
+    update_readme(text)
     print()
     print(text)
     return 0 if all(ok for _, ok in checks) else 1

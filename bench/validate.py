@@ -63,7 +63,9 @@ def expected(dsn: str, table: str) -> Reference:
         )
         row = conn.execute(f"SELECT count(*), {digests} FROM {table}").fetchone()
     assert row is not None
-    return Reference(int(row[0]), columns, {c.name: d for c, d in zip(columns, row[1:])})
+    return Reference(
+        int(row[0]), columns, {c.name: d for c, d in zip(columns, row[1:], strict=True)}
+    )
 
 
 def _digest(values: list[Any], text: Callable[[Any], str]) -> str:
