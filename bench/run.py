@@ -249,7 +249,7 @@ def main() -> int:
     bench = Bench(workdir)
     bench.write_catalog(tables)
     bench.references = {t: expected(DSN, t) for t in tables}
-    one_m, hundred_k, five_m = narrow[1], narrow[0], narrow[2]
+    one_m, five_m = narrow[1], narrow[2]
     checks: list[tuple[str, bool]] = []
     try:
         small = [bench.run("exportd_xlsx", "small15", validate=False) for _ in range(PAIRS)]
@@ -257,9 +257,9 @@ def main() -> int:
         xlsx_copy = bench.compare(("exportd_xlsx", one_m), ("psycopg_copy_csv", one_m))
         csv_copy = bench.compare(("exportd_csv", one_m), ("psycopg_copy_csv", one_m))
         duck = bench.compare(("duckdb_excel", one_m), ("exportd_xlsx", one_m))
-        # The row loop takes ~66 s per million rows: compared on 100k rows (exportd's fixed
-        # start-up weighs more there, so the ratio is if anything understated).
-        loop = bench.compare(("xlsxwriter_loop", hundred_k), ("exportd_xlsx", hundred_k))
+        # On 1M rows, as the target says: at 100k exportd's fixed start-up (~0.7 s) makes
+        # the ratio a measure of start-up, not of writing (measured 7-9x there).
+        loop = bench.compare(("xlsxwriter_loop", one_m), ("exportd_xlsx", one_m))
         bench.compare(("exportd_xlsx", wide), ("psycopg_copy_csv", wide))
         bench.compare(("exportd_csv", wide), ("psycopg_copy_csv", wide))
         bench.run("exportd_xlsx", adversarial)
@@ -275,7 +275,7 @@ def main() -> int:
     small_peak = max(r.peak_mib for r in small)
     checks = [
         (f"XLSX 1M <= 2.0x COPY to a file ({ratio_of(xlsx_copy):.2f}x)", ratio_of(xlsx_copy) <= 2),
-        (f"XLSX >= 20x faster than the xlsxwriter row loop ({ratio_of(loop):.1f}x, 100k rows)",
+        (f"XLSX 1M >= 20x faster than the xlsxwriter row loop ({ratio_of(loop):.1f}x)",
          ratio_of(loop) >= 20),
         (f"XLSX 1M >= 4x faster than DuckDB's excel extension ({ratio_of(duck):.1f}x)",
          ratio_of(duck) >= 4),
@@ -286,7 +286,8 @@ def main() -> int:
         (f"15-row XLSX export <= 0.5 s and 120 MiB ({small_wall:.2f} s, {small_peak:.0f} MiB)",
          small_wall <= 0.5 and small_peak <= 120),
         (f"API 100k rows, request to link < 1.5 s ({api.median():.2f} s)", api.median() < 1.5),
-        ("every output valid, every column", all(not s.problems for s in bench.sides.values())
+        ("every exportd output valid, every column",
+         all(not s.problems for s in bench.sides.values() if s.label.startswith("exportd"))
          and not api.problems),
     ]  # fmt: skip
     small_csv_wall = statistics.median(r.wall for r in small_csv)

@@ -94,7 +94,12 @@ def _xlsx_text(column: Column) -> Callable[[Any], str]:
     return str
 
 
+_PG_BOOLEAN = {"t": "true", "f": "false"}  # plain COPY's spelling of the same values
+
+
 def _csv_text(column: Column) -> Callable[[Any], str]:
+    if column.kind == "boolean":
+        return lambda v: _PG_BOOLEAN.get(v, v)
     if column.kind == "timestamp with time zone":
         return lambda v: datetime.fromisoformat(v).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")
     return str
