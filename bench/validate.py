@@ -1,105 +1,161 @@
-"""Checks a benchmark output against the table it came from: row count and column checksums.
+"""Checks a benchmark output against its table, every column: a digest of each column's values.
 
-Every file is read back by an independent reader (calamine via fastexcel for XLSX, Arrow's CSV
-reader for CSV), so a fast but wrong output fails the benchmark instead of winning it.
+The database gives each column's canonical text in id order (``string_agg`` under ``md5``);
+the file is read back by an independent reader (calamine via fastexcel for XLSX, Arrow's CSV
+reader for CSV) and its cells are put in the same canonical text. A fast but wrong output, in
+any column, fails the benchmark instead of winning it. XLSX numbers are doubles (a numeric(12,2)
+is compared at its scale), date-times are compared to the microsecond, NULL is kept apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import fastexcel
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-CHECKED = ["id", "qty", "amount", "flag", "note"]
+NULL = "\\N"
+DATA_SHEET = "Export"
 
 
 @dataclass(frozen=True)
-class Checksums:
+class Column:
+    name: str
+    kind: str  # PostgreSQL's data_type
+    scale: int | None
+
+
+@dataclass(frozen=True)
+class Reference:
     rows: int
-    id_sum: int
-    qty_sum: int
-    amount_sum: float
-    flags: int
-    notes: int
-
-    def matches(self, other: Checksums) -> list[str]:
-        problems = []
-        for name in ("rows", "id_sum", "qty_sum", "flags", "notes"):
-            if getattr(self, name) != getattr(other, name):
-                problems.append(f"{name}: {getattr(other, name)} != {getattr(self, name)}")
-        if not math.isclose(self.amount_sum, other.amount_sum, rel_tol=1e-9):
-            problems.append(f"amount_sum: {other.amount_sum} != {self.amount_sum}")
-        return problems
+    columns: list[Column]
+    digests: dict[str, str]
 
 
-def expected(dsn: str, table: str) -> Checksums:
+def _sql_text(column: Column) -> str:
+    name = f'"{column.name}"'
+    if column.kind == "timestamp with time zone":
+        return f"to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+    return f"{name}::text"
+
+
+def expected(dsn: str, table: str) -> Reference:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            f"SELECT count(*), sum(id), sum(qty), sum(amount)::float8,"
-            f" count(*) FILTER (WHERE flag), count(note) FROM {table}"
-        ).fetchone()
+        columns = [
+            Column(*row)
+            for row in conn.execute(
+                "SELECT column_name, data_type, numeric_scale FROM information_schema.columns"
+                " WHERE table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+        ]
+        digests = ", ".join(
+            f"md5(string_agg(coalesce({_sql_text(c)}, '{NULL}'), E'\\n' ORDER BY id))"
+            for c in columns
+        )
+        row = conn.execute(f"SELECT count(*), {digests} FROM {table}").fetchone()
     assert row is not None
-    return Checksums(int(row[0]), int(row[1]), int(row[2]), float(row[3]), int(row[4]), int(row[5]))
-
-
-def _sums(table: pa.Table) -> Checksums:
-    flag = table.column("flag")
-    if not pa.types.is_boolean(flag.type):
-        flag = pc.is_in(pc.cast(flag, pa.string()), pa.array(["true", "t", "TRUE", "1"]))
-    note = table.column("note")
-    if pa.types.is_string(note.type) or pa.types.is_large_string(note.type):
-        note = pc.if_else(pc.equal(note, ""), None, note)
-    return Checksums(
-        rows=table.num_rows,
-        id_sum=int(pc.sum(pc.cast(table.column("id"), pa.float64())).as_py() or 0),
-        qty_sum=int(pc.sum(pc.cast(table.column("qty"), pa.float64())).as_py() or 0),
-        amount_sum=float(pc.sum(pc.cast(table.column("amount"), pa.float64())).as_py() or 0),
-        flags=int(pc.sum(pc.cast(flag, pa.int64())).as_py() or 0),
-        notes=len(note) - note.null_count,
+    return Reference(
+        int(row[0]), columns, {c.name: d for c, d in zip(columns, row[1:], strict=True)}
     )
 
 
-def xlsx_checksums(path: Path) -> Checksums:
+def _digest(values: list[Any], text: Callable[[Any], str]) -> str:
+    joined = "\n".join(NULL if v is None else text(v) for v in values)
+    return hashlib.md5(joined.encode("utf-8")).hexdigest()  # noqa: S324 - a checksum
+
+
+def _float_text(value: float) -> str:
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _xlsx_text(column: Column) -> Callable[[Any], str]:
+    if column.kind in ("bigint", "integer", "smallint"):
+        return lambda v: str(int(v))
+    if column.kind == "numeric":
+        return lambda v: f"{v:.{column.scale or 0}f}"
+    if column.kind == "double precision":
+        return _float_text
+    if column.kind == "boolean":
+        return lambda v: "true" if v else "false"
+    if column.kind == "date":
+        return lambda v: v.isoformat() if isinstance(v, date) else str(v)
+    if column.kind == "timestamp with time zone":
+        return lambda v: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else str(v)
+    return str
+
+
+_PG_BOOLEAN = {"t": "true", "f": "false"}  # plain COPY's spelling of the same values
+
+
+def _csv_text(column: Column) -> Callable[[Any], str]:
+    if column.kind == "boolean":
+        return lambda v: _PG_BOOLEAN.get(v, v)
+    if column.kind == "timestamp with time zone":
+        return lambda v: datetime.fromisoformat(v).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")
+    return str
+
+
+_XLSX_DTYPES = {
+    "bigint": "float", "integer": "float", "smallint": "float", "numeric": "float",
+    "double precision": "float", "boolean": "boolean", "date": "date",
+    "timestamp with time zone": "datetime",
+}  # fmt: skip
+
+
+def xlsx_tables(path: Path, reference: Reference) -> pa.Table:
     """All data sheets (a roll-over continues in "Export 2", ...), metadata sheet excluded."""
     reader = fastexcel.read_excel(str(path))
+    dtypes = {c.name: _XLSX_DTYPES.get(c.kind, "string") for c in reference.columns}
     tables = []
     for name in reader.sheet_names:
-        if name == "Export info":
-            continue
-        sheet = reader.load_sheet(
-            name, use_columns=CHECKED, dtypes={"flag": "boolean", "note": "string"}
-        )
-        tables.append(pa.Table.from_batches([sheet.to_arrow()]).select(CHECKED))
-    return _sums(pa.concat_tables(tables, promote_options="permissive"))
+        if name != "Export info":
+            sheet = reader.load_sheet(name, dtypes=dtypes)  # type: ignore[arg-type]
+            tables.append(pa.Table.from_batches([sheet.to_arrow()]))
+    return pa.concat_tables(tables)
 
 
-def csv_checksums(path: Path) -> Checksums:
+def csv_table(path: Path) -> pa.Table:
     """A header line; exportd's ``# exportd:`` first and last lines are skipped."""
     data = path.read_bytes()
     if data.startswith("\ufeff".encode()):
         data = data[3:]
-    lines = data.split(b"\n", 1)
-    if lines[0].startswith(b"# exportd:"):
-        data = lines[1]
+    if data.startswith(b"# exportd:"):
+        data = data.split(b"\n", 1)[1]
         data = data[: data.rindex(b"# exportd:")]
-    table = pcsv.read_csv(
+    header = data.split(b"\n", 1)[0].decode().strip().split(",")
+    names = [name.strip('"') for name in header]
+    return pcsv.read_csv(
         io.BytesIO(data),
         convert_options=pcsv.ConvertOptions(
-            include_columns=CHECKED,
-            column_types={"flag": pa.string(), "note": pa.string(), "amount": pa.float64()},
+            column_types={name: pa.string() for name in names},
             strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
         ),
     )
-    return _sums(table)
 
 
-def check(path: Path, reference: Checksums) -> list[str]:
-    measured = xlsx_checksums(path) if path.suffix == ".xlsx" else csv_checksums(path)
-    return reference.matches(measured)
+def check(path: Path, reference: Reference, *, columns: bool = True) -> list[str]:
+    """Problems found: the row count, and each column whose digest differs."""
+    xlsx = path.suffix == ".xlsx"
+    table = xlsx_tables(path, reference) if xlsx else csv_table(path)
+    problems = []
+    if table.num_rows != reference.rows:
+        problems.append(f"rows: {table.num_rows} != {reference.rows}")
+    if not columns:
+        return problems
+    for column in reference.columns:
+        text = _xlsx_text(column) if xlsx else _csv_text(column)
+        found = _digest(table.column(column.name).to_pylist(), text)
+        if found != reference.digests[column.name]:
+            problems.append(f"column {column.name} differs")
+    return problems

@@ -4,18 +4,24 @@
 database). ``run`` needs no server: it runs the exporter in this process and copies the file to
 ``-o``. ``token`` signs a development JWT with the same secret ``serve`` verifies with.
 ``load-sample`` copies the sample data into PostgreSQL or MySQL sources (the compose stack's).
+
+Errors: one line on stderr, ``exportd: <what went wrong> (<Reason>)``, and the documented exit
+code (:class:`exportd.errors.ExitCode`: 2 usage, 3 permanent, 75 transient). A Python traceback
+only with ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import ssl
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +30,14 @@ from pydantic import ValidationError
 
 from exportd import __version__, logs
 from exportd.catalog import Catalog, VariableKind
-from exportd.errors import ExitCode, ExportdError, FieldError, InvalidInput
+from exportd.errors import (
+    ExitCode,
+    ExportdError,
+    FieldError,
+    InvalidInput,
+    PermanentFailure,
+    TransientFailure,
+)
 from exportd.settings import ApiSettings, ExporterSettings
 from exportd.spec import ExportFormat, ExportSpec, VariableValue, new_export_id, utc_now
 
@@ -41,6 +54,9 @@ SEED_REQUEST = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exportd", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"exportd {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the Python traceback of an error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API in embedded mode")
@@ -89,28 +105,56 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "serve":
-            return serve(args)
-        if args.command == "run":
-            return run(args, sys.stdout, sys.stderr)
-        if args.command in ("backup", "restore", "housekeeping"):
-            from exportd.backup import run_command  # the operations commands
+        return _command(args)
+    except Exception as exc:
+        error = as_exportd_error(exc)
+        if args.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        _print_error(error, sys.stderr)
+        return int(error.exit_code)
 
-            return run_command(args, sys.stdout)
-        if args.command == "load-sample":
-            from exportd.sampleload import run_command as load_sample
 
-            return load_sample(args, sys.stdout)
-        return token(args, sys.stdout)
-    except ExportdError as exc:
-        _print_error(exc, sys.stderr)
-        return int(exc.exit_code)
+def as_exportd_error(exc: Exception) -> ExportdError:
+    """Any failure as the error taxonomy: what the one line says and which exit code."""
+    if isinstance(exc, ExportdError):
+        return exc
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return PermanentFailure(f"invalid {exc.title}: {problems}", reason="InvalidConfiguration")
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return TransientFailure(f"{exc.strerror or exc}{where}", reason="FileError")
+    return ExportdError(
+        f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        reason="InternalError",
+        retriable=True,
+    )
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "run":
+        return run(args, sys.stdout, sys.stderr)
+    if args.command in ("backup", "restore", "housekeeping"):
+        from exportd.backup import run_command  # the operations commands
+
+        return run_command(args, sys.stdout)
+    if args.command == "load-sample":
+        from exportd.sampleload import run_command as load_sample
+
+        return load_sample(args, sys.stdout)
+    return token(args, sys.stdout)
 
 
 def _print_error(exc: ExportdError, stream: IO[str]) -> None:
-    print(f"exportd: {exc.message}", file=stream)
-    for error in getattr(exc, "errors", []):
-        print(f"  {error.field}: {error.message}", file=stream)
+    """One line: the message, the field errors, the reason."""
+    fields = "".join(f"; {error.field}: {error.message}" for error in getattr(exc, "errors", []))
+    message = " ".join(f"{exc.message}{fields}".split())
+    print(f"exportd: {message} ({exc.reason})", file=stream)
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -296,7 +340,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if progress is not None:
             progress.close()
     storage = storage_from_settings(settings)
-    _copy_out(storage.open_read(result.object_key), output)
+    _move_out(storage, result.object_key, output)
     storage.delete(result.object_key)  # the output file is the product; keep no second copy
     print(f"{result.rows_written} rows, {result.bytes} bytes", file=err)
     print(output, file=out)
@@ -344,13 +388,21 @@ def _typed(kind: VariableKind, text: str, name: str) -> VariableValue:
     return text
 
 
-def _copy_out(chunks: Any, output: Path) -> None:
-    """Write the stored file to ``output`` under a temporary name, then rename it in place."""
+def _move_out(storage: Any, key: str, output: Path) -> None:
+    """The stored file at ``output``: hard-linked when local storage lies on the same
+    filesystem (no copy), else copied under a temporary name; then renamed in place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.part")
-    with partial.open("wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
+    partial.unlink(missing_ok=True)
+    stored = storage.path_of(key) if hasattr(storage, "path_of") else None
+    try:
+        if stored is None:
+            raise OSError("not a local file")
+        os.link(stored, partial)
+    except OSError:
+        with partial.open("wb") as handle:
+            for chunk in storage.open_read(key):
+                handle.write(chunk)
     partial.replace(output)
 
 

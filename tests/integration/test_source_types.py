@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from exportd.errors import PermanentFailure
+from exportd.exporter.cells import DECIMAL_TEXT, DecimalText
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.settings import SourceConfig
 from tests.integration.db_admin import mysql_execute, pg_execute
@@ -127,15 +127,15 @@ def pg_odd_table(typed_databases: TypedDatabases) -> Iterator[str]:
 
 
 def test_postgres_other_types_follow_the_documented_mapping(pg_odd_table: str) -> None:
-    """Unbounded numeric -> decimal128(38, 10) rounded; numeric(50, 20) narrowed likewise;
+    """Unbounded numeric and numeric(50, 20) -> the exact decimal text, no digit lost;
     json, uuid, interval and arrays arrive as PostgreSQL's own text; bytea as binary."""
     config = SourceConfig(kind="postgres", dsn="host=127.0.0.1 user=postgres dbname=test")
     table = pa.Table.from_batches(read_batches(config, f"SELECT * FROM {pg_odd_table} ORDER BY k"))
     types = {f.name: f.type for f in table.schema}
     assert types == {
         "k": pa.int32(),
-        "free": pa.decimal128(38, 10),
-        "wide": pa.decimal128(38, 10),
+        "free": DECIMAL_TEXT,
+        "wide": DECIMAL_TEXT,
         "small": pa.int16(),
         "tiny_f": pa.float32(),
         "j": pa.string(),
@@ -148,8 +148,9 @@ def test_postgres_other_types_follow_the_documented_mapping(pg_odd_table: str) -
         "nm": pa.string(),
     }
     first, second = table.to_pylist()
-    assert first["free"] == Decimal("1.5")
-    assert second["free"] == Decimal("2.1234567890")  # rounded half-even to 10 places
+    assert first["free"] == "1.5"
+    assert second["free"] == "2.123456789012345"  # every digit kept
+    assert first["wide"] == "123.45600000000000000000"
     assert first["j"] == '{"a": [1, 2]}'
     assert first["u"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
     assert first["iv"] == "1 mon 2 days"
@@ -160,23 +161,32 @@ def test_postgres_other_types_follow_the_documented_mapping(pg_odd_table: str) -
 
 
 @pytest.mark.parametrize(
-    ("expression", "detail"),
+    ("expression", "expected"),
     [
         ("'NaN'::numeric", "NaN"),
-        ("1e30::numeric", "does not fit"),
-        ("'infinity'::date", "infinity"),
+        ("1e30::numeric", "1000000000000000000000000000000"),
+        ("1e-20::numeric", "0.00000000000000000001"),
+        ("'infinity'::date", 2**31 - 1),
+        ("'-infinity'::timestamptz", -(2**63 - 1)),
+        ("'0044-03-15 BC'::date", -735_160),
+        ("'10000-01-01 00:00:00.5'::timestamp", 253_402_300_800_500_000),
     ],
 )
-def test_postgres_values_without_an_arrow_form_fail_with_a_clear_reason(
-    expression: str, detail: str
+def test_postgres_values_python_cannot_hold_arrive_exactly(
+    expression: str, expected: str | int
 ) -> None:
-    """A value that cannot be represented fails the export (reason UnsupportedValue) instead
-    of being silently changed."""
+    """Values Python's Decimal/date types would round or reject (NaN, huge and tiny numerics,
+    infinities, years BC and past 9999) arrive exactly: numerics as their exact text, dates
+    and timestamps as Arrow's integer (infinity as DuckDB's sentinel)."""
     config = SourceConfig(kind="postgres", dsn="host=127.0.0.1 user=postgres dbname=test")
-    with pytest.raises(PermanentFailure) as failure:
-        read_batches(config, f"SELECT {expression} AS v")
-    assert failure.value.reason == "UnsupportedValue"
-    assert detail in failure.value.message
+    (batch,) = read_batches(config, f"SELECT {expression} AS v")
+    column = batch.column(0)
+    if isinstance(column.type, DecimalText):
+        assert column.storage.to_pylist() == [expected]
+    else:
+        assert column.view(
+            pa.int32() if pa.types.is_date32(column.type) else pa.int64()
+        ).to_pylist() == [expected]
 
 
 @pytest.fixture
@@ -200,7 +210,7 @@ def mysql_odd_table(typed_databases: TypedDatabases) -> Iterator[str]:
 
 def test_mysql_other_types_follow_the_documented_mapping(mysql_odd_table: str) -> None:
     """Unsigned integers keep their full range, zero dates become NULL, TIME is a time of day,
-    BIT(1) a boolean, BIT(n) a number, DECIMAL(50, 20) decimal128(38, 10) rounded, JSON text,
+    BIT(1) a boolean, BIT(n) a number, DECIMAL(50, 20) its exact text, JSON text,
     VARBINARY binary, TINYINT(1) holding 2 is true."""
     config = SourceConfig(kind="mysql", dsn="mysql://root@127.0.0.1:3306/test")
     table = pa.Table.from_batches(
@@ -217,7 +227,7 @@ def test_mysql_other_types_follow_the_documented_mapping(mysql_odd_table: str) -
         "t": pa.time64("us"),
         "bits": pa.uint64(),
         "flag": pa.bool_(),
-        "wide": pa.decimal128(38, 10),
+        "wide": DECIMAL_TEXT,
         "j": pa.string(),
         "bin": pa.binary(),
         "e": pa.string(),
@@ -233,8 +243,8 @@ def test_mysql_other_types_follow_the_documented_mapping(mysql_odd_table: str) -
     assert (second["zd"], second["zdt"]) == (date(2024, 1, 31), datetime(2024, 1, 31, 10))
     assert first["t"] == time(13, 45, 1, 250000)
     assert (first["bits"], first["flag"], second["flag"]) == (129, True, False)
-    assert first["wide"] == Decimal("123.4560000000")
-    assert second["wide"] == Decimal("12345678901234567890123456.1234567890")
+    assert first["wide"] == "123.45600000000000000000"
+    assert second["wide"] == "12345678901234567890123456.12345678901234500000"
     assert first["j"] == '{"a": [1, 2]}'
     assert first["bin"] == b"\x00\xff"
     assert (first["e"], first["y"], first["f"]) == ("b", 2024, 1.5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal
 
 import pyarrow as pa
 
@@ -11,6 +10,7 @@ from exportd.exporter.cells import (
     EXCEL_MAX_TEXT,
     TRUNCATION_MARK,
     Cell,
+    display_width,
     is_text_type,
     spreadsheet_cells,
     text_fields,
@@ -83,7 +83,7 @@ def test_binary_is_hex_and_dictionary_columns_are_decoded(edge_case_batch: pa.Re
 
 
 def test_csv_fields_keep_exact_numbers_and_iso_dates(edge_case_batch: pa.RecordBatch) -> None:
-    assert text_fields(edge_case_batch.column("amount"))[2] == Decimal("123456789012345.67")
+    assert text_fields(edge_case_batch.column("amount"))[2] == "123456789012345.67"
     assert text_fields(edge_case_batch.column("big_id"))[0] == 1234567890123456789
     assert text_fields(edge_case_batch.column("day"))[:2] == ["2024-02-29", "1900-03-01"]
     assert text_fields(edge_case_batch.column("moment"))[0] == "2024-01-02T03:04:05"
@@ -97,3 +97,68 @@ def test_only_free_text_columns_count_as_text() -> None:
     assert not is_text_type(pa.int64())
     assert not is_text_type(pa.timestamp("us", tz="UTC"))
     assert not is_text_type(pa.binary())
+
+
+def test_dates_and_timestamps_outside_python_and_excel_become_exact_text() -> None:
+    """Infinities (DuckDB's sentinels), years BC and past 9999, the last microsecond of 9999 and
+    year 1 shown in a zone west of UTC: in both XLSX writers and CSV, exact ISO text, no crash
+    (column widths included)."""
+    from exportd.exporter.writers.fastxlsx_xml import column_cells
+
+    days = pa.array([2**31 - 1, -(2**31 - 1), -735_160, 2_932_897, None], pa.int32())
+    dates = days.cast(pa.date32())
+    micros = [2**63 - 1, 253_402_300_799_999_999, -62_135_596_800_000_000, 0]
+    stamps = pa.array(micros, pa.timestamp("us", tz="UTC"))
+    expected_dates = ["infinity", "-infinity", "-0043-03-15", "+10000-01-01", None]
+    assert spreadsheet_cells(dates) == expected_dates
+    assert text_fields(dates) == expected_dates
+    cells = spreadsheet_cells(stamps, "America/New_York")
+    assert cells[:3] == [
+        "infinity",
+        datetime(9999, 12, 31, 18, 59, 59, 999999),  # New York's wall clock is still in range
+        "0000-12-31T19:03:58",
+    ]
+    assert text_fields(stamps, "America/New_York")[:3] == [
+        "infinity",
+        "9999-12-31T18:59:59.999999-05:00",
+        "0000-12-31T19:03:58-04:56:02",
+    ]
+    assert spreadsheet_cells(pa.array(micros[1:2], pa.timestamp("us"))) == [
+        "9999-12-31T23:59:59.999999"  # a date-time cell would show 10000-01-01
+    ]
+    xml = column_cells(stamps, "America/New_York").to_pylist()
+    assert ">0000-12-31T19:03:58<" in xml[2] and ">infinity<" in xml[0]
+    assert ">-0043-03-15<" in column_cells(dates, "UTC").to_pylist()[2]
+    assert display_width(cells, "at") >= 8
+
+
+def test_float32_is_written_in_its_shortest_form_and_decimal_text_exactly() -> None:
+    """float4 0.1 is 0.1 (not 0.10000000149011612) in XLSX and CSV; an exact decimal text is
+    a number only when a double holds it with at most 15 significant digits."""
+    from exportd.exporter.cells import decimal_text_array
+    from exportd.exporter.writers.fastxlsx_xml import column_cells
+
+    floats = pa.array([0.1, float("nan")], pa.float32())
+    assert spreadsheet_cells(floats) == [0.1, "NaN"]
+    assert text_fields(floats) == [0.1, "NaN"]
+    assert column_cells(floats, "UTC").to_pylist()[0] == "<c><v>0.1</v></c>"
+    exact = decimal_text_array(["0.00000000000000000001", "3.14159265358979323846", "1.50", "NaN"])
+    assert spreadsheet_cells(exact) == [1e-20, "3.14159265358979323846", 1.5, "NaN"]
+    assert text_fields(exact) == ["0.00000000000000000001", "3.14159265358979323846", "1.50", "NaN"]
+    assert float(text_fields(exact)[0]) == 1e-20  # a number for the csv module: never quoted
+    assert (
+        column_cells(exact, "UTC").to_pylist()[1].endswith(">3.14159265358979323846</t></is></c>")
+    )
+
+
+def test_the_cell_limit_counts_utf16_code_units() -> None:
+    """16,384 emoji are 32,768 UTF-16 units: cut (never inside a pair) in both XLSX writers;
+    16,383 emoji and one letter fit exactly."""
+    from exportd.exporter.writers.fastxlsx_xml import clean_and_cut
+
+    texts = pa.array(["😀" * 16_384, "😀" * 16_383 + "x"])
+    cut, fits = spreadsheet_cells(texts)
+    assert cut.endswith(TRUNCATION_MARK)
+    assert len(cut.encode("utf-16-le")) // 2 <= 32_767 and "\ufffd" not in cut
+    assert fits == "😀" * 16_383 + "x"
+    assert clean_and_cut(texts).to_pylist() == [cut, fits]

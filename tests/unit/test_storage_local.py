@@ -102,3 +102,20 @@ def test_from_settings_roots_files_under_the_data_dir(tmp_path: Path) -> None:
     assert storage.root == tmp_path / "data" / "files"
     url, _ = storage.signed_url(KEY, expires_in=60, download_name="r.xlsx")
     assert url.startswith(settings.public_url)
+
+
+def test_publish_on_the_same_filesystem_links_the_file_instead_of_copying(tmp_path: Path) -> None:
+    """The exporter's finished file lies on the storage's filesystem: publishing hard-links it
+    (same inode, no second copy), and a second publish of the key still creates nothing."""
+    storage = LocalStorage(tmp_path / "files", UrlSigner("s3cret", "http://files.test"))
+    source = tmp_path / "export.csv"
+    source.write_bytes(b"a,b\r\n")
+    stored = storage.publish(
+        source, "exports/e/x.csv", content_type="text/csv", download_name="x.csv", sha256="h"
+    )
+    final = storage.path_of("exports/e/x.csv")
+    assert stored.created and final.stat().st_ino == source.stat().st_ino
+    again = storage.publish(
+        source, "exports/e/x.csv", content_type="text/csv", download_name="x.csv", sha256="h"
+    )
+    assert not again.created

@@ -57,4 +57,5 @@ def copy_postgres_csv(
             reason="IncompleteExport",
         )
     log.info("export path: PostgreSQL COPY -> CSV, %d rows", result.rows_written)
-    return result.rows_read, WriteSummary(rows_written=result.rows_written), result.completed_at
+    summary = WriteSummary(rows_written=result.rows_written, sha256=result.sha256)
+    return result.rows_read, summary, result.completed_at

@@ -9,6 +9,9 @@ writer (:mod:`exportd.exporter.writers.csv`) would do, and only streams bytes to
   ``statement_timeout``.
 - quoting as the CSV writer: numbers unquoted, everything else quoted (``FORCE_QUOTE``), NULL an
   empty unquoted field, the empty string ``""``; RFC 4180 ``\\r\\n`` line ends; optional BOM.
+  Except dates and timestamps, left unquoted (a CSV reader sees the same values): their
+  ``-infinity`` would otherwise look like quoted text starting with ``-`` to the formula
+  neutralizing below, which would change the value.
 - text: characters illegal in XML 1.0 removed (as :mod:`exportd.exporter.cells` does for every
   format) and text starting with ``=``, ``+``, ``-``, ``@``, TAB or CR prefixed with ``'`` (formula
   neutralizing), both done here on chunks of whole rows with C-speed byte operations, in that
@@ -37,12 +40,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from exportd.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.exporter.writers.base import HashingFile
 from exportd.sqlparams import to_pyformat
 
 if TYPE_CHECKING:
@@ -69,6 +73,11 @@ Chunk = bytes | bytearray
 BOOL_OID = 16
 BYTEA_OID = 17
 NUMBER_OIDS = frozenset({20, 21, 23, 26, 700, 701, 1700})
+DATE_TIME_OIDS = frozenset({1082, 1114, 1184})  # may be -infinity: never quoted
+
+
+class ByteSink(Protocol):
+    def write(self, data: bytes | bytearray, /) -> int: ...
 
 
 class CsvMetadata(Protocol):
@@ -92,6 +101,7 @@ class CopyResult:
     rows_written: int
     columns: list[str]
     completed_at: datetime
+    sha256: str | None = None
 
 
 def iso_utc(moment: datetime) -> str:
@@ -110,7 +120,7 @@ def column_expression(type_oid: int, column: str) -> tuple[str, bool]:
     Text needs nothing here: its cleaning and formula neutralizing run on the client, on whole
     chunks (see :func:`neutralize`), which keeps the server's work that of a plain COPY.
     """
-    if type_oid in NUMBER_OIDS:
+    if type_oid in NUMBER_OIDS or type_oid in DATE_TIME_OIDS:
         return column, False
     if type_oid == BOOL_OID:
         return f"{column}::text", True  # the cast gives true/false (the output gives t/f)
@@ -194,7 +204,7 @@ class PostgresCsvCopy:
             description = self._describe(query, params)
             names = [column.name for column in description]
             statement = copy_statement(query, [column.type_code for column in description])
-            with output.open("wb") as file:
+            with HashingFile.create(output) as file:
                 file.write(BOM if bom else b"")
                 if comments:
                     file.write(_first_line(metadata))
@@ -207,7 +217,7 @@ class PostgresCsvCopy:
             raise self._failure(exc, statement_timeout_seconds) from exc
         finally:
             self._end()
-        return CopyResult(rows_read, rows_written, names, completed_at)
+        return CopyResult(rows_read, rows_written, names, completed_at, file.hexdigest())
 
     def _begin(self, timeout_seconds: int, zone: str) -> None:
         self._conn.execute(
@@ -226,7 +236,7 @@ class PostgresCsvCopy:
         self,
         statement: str,
         params: Mapping[str, Any],
-        file: BinaryIO,
+        file: ByteSink,
         max_rows: int | None,
     ) -> tuple[int, int]:
         """Stream the COPY; rows are copied into one buffer as they arrive (holding libpq's
@@ -294,7 +304,7 @@ class PostgresCsvCopy:
         self.close()
 
 
-def _flush(buffer: bytearray, rows: int, file: BinaryIO, neutralize_formulas: bool = True) -> int:
+def _flush(buffer: bytearray, rows: int, file: ByteSink, neutralize_formulas: bool = True) -> int:
     """Write ``rows`` whole rows (each ending in LF) cleaned, neutralized, with CRLF ends."""
     if not rows:
         return 0

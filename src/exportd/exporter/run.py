@@ -102,7 +102,7 @@ def run_export(
         )
         if cancel.is_set():
             raise Cancelled("the export was cancelled")
-        sha256 = _sha256(output)
+        sha256 = summary.sha256 or _sha256(output)  # hashed while written, by most writers
         stored = storage.publish(
             output,
             spec.object_key,

@@ -82,6 +82,15 @@ class LocalStorage(Storage):
             return self._existing(key, final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            if _same_filesystem(local_path, final.parent):
+                # The finished file already lies here: a hard link publishes it, no copy.
+                _fsync_file(local_path)
+                try:
+                    os.link(local_path, final)
+                except FileExistsError:
+                    return self._existing(key, final)
+                _fsync_directory(final.parent)
+                return StoredObject(key=key, size=final.stat().st_size, sha256=sha256, created=True)
             staged = final.parent / f".{final.name}.{uuid.uuid4().hex}.part"
             try:
                 _copy_durably(local_path, staged)
@@ -122,6 +131,18 @@ def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             yield chunk
+
+
+def _same_filesystem(path: Path, directory: Path) -> bool:
+    return path.stat().st_dev == directory.stat().st_dev
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_durably(source: Path, target: Path) -> None:

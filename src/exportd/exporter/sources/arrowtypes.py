@@ -7,10 +7,9 @@ column-wise and run inside Arrow (C++) wherever possible; per-value Python work 
 rare types or for a fallback path taken only when a batch holds an odd value.
 
 Decimals wider than Arrow's decimal128 (38 digits), and PostgreSQL ``numeric`` without a declared
-precision, use :data:`WIDE_DECIMAL` = ``decimal128(38, 10)``: 28 integer digits and 10 decimal
-places. Values with more decimal places are rounded half-even to 10; values that do not fit
-(or NaN / Infinity) fail the export with reason ``UnsupportedValue`` and a hint to cast in the
-query, rather than being silently changed into something else.
+precision, are kept as their exact text in a :class:`exportd.exporter.cells.DecimalText` column
+(``1e-20`` stays ``0.00000000000000000001``, ``NaN`` stays ``NaN``): no value is rounded, and the
+writers decide per value whether a spreadsheet number holds it exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exportd.errors import PermanentFailure
+from exportd.exporter.cells import DECIMAL_TEXT, decimal_text, decimal_text_array
 
 Builder = Callable[[Sequence[Any]], pa.Array]
 
@@ -121,12 +121,32 @@ def decimal_from_objects(arrow_type: pa.Decimal128Type, column: str) -> Builder:
     return build
 
 
-def decimal_type(precision: int | None, scale: int | None) -> pa.Decimal128Type:
-    """The Arrow decimal for a declared ``DECIMAL(p, s)``; :data:`WIDE_DECIMAL` when unknown."""
+def decimal_type(precision: int | None, scale: int | None) -> pa.DataType:
+    """The Arrow type for a declared ``DECIMAL(p, s)``: decimal128 when it holds every value,
+    else the exact text (:data:`exportd.exporter.cells.DECIMAL_TEXT`)."""
     if precision is None or scale is None or precision > DECIMAL128_MAX_PRECISION:
-        narrowed = WIDE_DECIMAL_SCALE if scale is None else min(scale, WIDE_DECIMAL_SCALE)
-        return pa.decimal128(DECIMAL128_MAX_PRECISION, narrowed)
+        return DECIMAL_TEXT
     return pa.decimal128(max(precision, 1), max(scale, 0))
+
+
+def decimal_plan(name: str, precision: int | None, scale: int | None, *, text: bool) -> ColumnPlan:
+    """The plan of a decimal column whose driver gives ``Decimal`` objects or, with ``text``,
+    the server's decimal text."""
+    arrow_type = decimal_type(precision, scale)
+    if not isinstance(arrow_type, pa.Decimal128Type):
+        return ColumnPlan(name, arrow_type, exact_decimal_texts())
+    if text:
+        return ColumnPlan(name, arrow_type, decimal_from_text(arrow_type, name))
+    return ColumnPlan(name, arrow_type, decimal_from_objects(arrow_type, name))
+
+
+def exact_decimal_texts() -> Builder:
+    """Decimals (``Decimal`` objects or the server's text) as their exact text."""
+
+    def build(values: Sequence[Any]) -> pa.Array:
+        return decimal_text_array([None if v is None else decimal_text(v) for v in values])
+
+    return build
 
 
 def from_text(arrow_type: pa.DataType) -> Builder:

@@ -25,9 +25,8 @@ BIGINT                                      uint8 / uint16 / uint32 / uint64
 YEAR                                        int16
 FLOAT / DOUBLE                              float32 / float64
 DECIMAL(p, s), p <= 38                      decimal128(p, s)
-DECIMAL(p, s), p > 38                       decimal128(38, min(s, 10)), extra decimals
-                                            rounded half-even; too large fails
-                                            (``UnsupportedValue``)
+DECIMAL(p, s), p > 38                       exportd.decimal_text: the exact digits as
+                                            text (cells.py)
 CHAR / VARCHAR / TEXT / ENUM / SET / JSON   string (utf8mb4)
 BINARY / VARBINARY / BLOB / GEOMETRY        binary
 BIT(1) / BIT(n)                             bool / uint64
@@ -254,8 +253,8 @@ def column_plan(field: Any) -> ColumnPlan:
         arrow_type = INTEGER_TYPES[kind][1 if unsigned else 0]
         return ColumnPlan(name, arrow_type, at.from_text(arrow_type))
     if kind in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
-        decimal = at.decimal_type(decimal_precision(field, unsigned), field.scale)
-        return ColumnPlan(name, decimal, at.decimal_from_text(decimal, name))
+        precision = decimal_precision(field, unsigned)
+        return at.decimal_plan(name, precision, field.scale, text=True)
     if kind in TEXT_TYPES or kind == FIELD_TYPE.GEOMETRY:
         if field.charsetnr == BINARY_CHARSET or kind == FIELD_TYPE.GEOMETRY:
             return at.plan(name, pa.binary())

@@ -20,12 +20,12 @@ smallint / integer / bigint                int16 / int32 / int64
 oid                                        int64
 real / double precision                    float32 / float64
 numeric(p, s), p <= 38                     decimal128(p, s)
-numeric without precision, or p > 38       decimal128(38, 10), extra decimals rounded
-                                           half-even; NaN, Infinity, > 28 integer digits
-                                           fail with reason ``UnsupportedValue``
+numeric without precision, or p > 38       exportd.decimal_text: the exact digits as
+                                           text, NaN and Infinity included (cells.py)
 text / varchar / char(n) / name / "char"   string
 bytea                                      binary
-date                                       date32 (infinity, years > 9999 or BC fail)
+date                                       date32 (infinity, years > 9999 and BC too:
+                                           see pgtemporal.py)
 time                                       time64[us]
 timestamp                                  timestamp[us] (naive, as stored)
 timestamptz                                timestamp[us, tz=UTC] (the exact instant)
@@ -49,12 +49,12 @@ from psycopg.types.string import TextLoader
 from exportd.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.exporter.sources.arrowtypes import (
     ColumnPlan,
-    decimal_from_objects,
-    decimal_type,
+    decimal_plan,
     plan,
     text_of_anything,
 )
 from exportd.exporter.sources.base import QueryOptions
+from exportd.exporter.sources.pgtemporal import register_loaders
 from exportd.exporter.sources.server import ServerSource, dsn_arguments
 from exportd.settings import SourceConfig
 
@@ -162,6 +162,7 @@ def connect(config: SourceConfig) -> psycopg.Connection[Any]:
         raise connect_failure(exc) from exc
     connection.read_only = True
     _load_other_types_as_text(connection)
+    register_loaders(connection)
     return connection
 
 
@@ -185,8 +186,7 @@ def _load_other_types_as_text(connection: psycopg.Connection[Any]) -> None:
 
 def column_plan(column: psycopg.Column) -> ColumnPlan:
     if column.type_code == NUMERIC_OID:
-        arrow_type = decimal_type(column.precision, column.scale)
-        return ColumnPlan(column.name, arrow_type, decimal_from_objects(arrow_type, column.name))
+        return decimal_plan(column.name, column.precision, column.scale, text=False)
     native = NATIVE_TYPES.get(column.type_code)
     if native is None:
         return ColumnPlan(column.name, pa.string(), text_of_anything())

@@ -7,14 +7,21 @@ so the exporter can hold it to the completeness contract (rows read == rows writ
 
 from __future__ import annotations
 
+import hashlib
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:  # the PostgreSQL CSV path imports this module and must stay without Arrow
     import pyarrow as pa
+
+
+EXCEL_MAX_ROWS = 1_048_576
+DATA_SHEET = "Export"
+METADATA_SHEET = "Export info"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,39 @@ class ExportMetadata:
 class WriteSummary:
     rows_written: int
     sheets: int = 1
+    sha256: str | None = None  # of the file's bytes, when the writer hashed them as it wrote
+
+
+class HashingFile(io.BufferedIOBase):
+    """A binary file that feeds every byte written to SHA-256 on the way, so the exporter never
+    reads the finished file again to hash it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+        self._hash = hashlib.sha256()
+
+    @classmethod
+    def create(cls, path: Path) -> HashingFile:
+        return cls(path.open("wb"))
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._hash.update(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()  # flushes through this object first
+            self._file.close()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 class Writer(ABC):

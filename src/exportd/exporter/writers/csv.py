@@ -26,15 +26,16 @@ File layout (``\\r\\n`` line ends, as RFC 4180 asks):
 from __future__ import annotations
 
 import csv
+import io
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO, cast
 
 import pyarrow as pa
 
 from exportd.catalog import ExportType
 from exportd.exporter.cells import Field, is_text_type, text_fields
-from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
+from exportd.exporter.writers.base import ExportMetadata, HashingFile, Writer, WriteSummary
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 METADATA_PREFIX = "# exportd:"
@@ -76,7 +77,10 @@ class CsvWriter(Writer):
         super().__init__(path, metadata)
         self._comments = comments and metadata.enabled
         self._neutralize = neutralize_formulas
-        self._file: IO[str] = path.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="")
+        self._bytes = HashingFile.create(path)
+        self._file: IO[str] = io.TextIOWrapper(
+            cast(BinaryIO, self._bytes), encoding="utf-8-sig" if bom else "utf-8", newline=""
+        )
         self._csv = csv.writer(self._file, quoting=csv.QUOTE_NONNUMERIC, lineterminator=LINE_END)
         self._rows_written = 0
         self._header_written = False
@@ -121,7 +125,7 @@ class CsvWriter(Writer):
             )
         self._file.flush()
         self._file.close()
-        return WriteSummary(rows_written=self._rows_written)
+        return WriteSummary(rows_written=self._rows_written, sha256=self._bytes.hexdigest())
 
     def abort(self) -> None:
         self._file.close()

@@ -25,7 +25,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -33,21 +32,24 @@ from exportd.catalog import ExportType
 from exportd.errors import PermanentFailure
 from exportd.exporter.cells import display_width, spreadsheet_cells
 from exportd.exporter.writers import fastxlsx_parts as parts
-from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
-from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
-from exportd.exporter.writers.fastxlsx_zip import Bytes, ZipStream, deflate_piece
-from exportd.exporter.writers.xlsx import (
+from exportd.exporter.writers.base import (
     DATA_SHEET,
     EXCEL_MAX_ROWS,
     METADATA_SHEET,
-    XlsxWriter,
+    ExportMetadata,
+    HashingFile,
+    Writer,
+    WriteSummary,
 )
+from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
+from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
 
 PIECE_TARGET_BYTES = 8 * 1024 * 1024
 XML_BYTES_PER_VALUE_BYTE = 2
 XML_BYTES_PER_CELL = 24
 WIDTH_SAMPLE_ROWS = 200
 QUEUE_POLL_SECONDS = 0.1
+ZIP64_MARGIN = 4
 
 
 def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
@@ -57,6 +59,8 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
     type selects it with ``xlsxWriter: xlsxwriter`` once the catalog has that field.
     """
     if getattr(export_type, "xlsx_writer", "fast") == "xlsxwriter":
+        from exportd.exporter.writers.xlsx import XlsxWriter  # only its users pay the import
+
         return XlsxWriter
     return FastXlsxWriter
 
@@ -69,6 +73,13 @@ def _built(piece: pa.RecordBatch, first_row: int, zone: str) -> tuple[Bytes, byt
     else:
         raw = b"".join(f'<row r="{first_row + i}"/>'.encode() for i in range(piece.num_rows))
     return raw, deflate_piece(raw)
+
+
+def _row_bytes(batch: pa.RecordBatch) -> int:
+    """Sheet XML bytes per row of a batch, estimated from its cells and data size."""
+    columns = max(batch.num_columns, 1)
+    data = XML_BYTES_PER_VALUE_BYTE * batch.nbytes // max(batch.num_rows, 1)
+    return int(XML_BYTES_PER_CELL * columns + data)
 
 
 def _deflated(raw: Bytes) -> tuple[Bytes, bytes]:
@@ -90,6 +101,13 @@ def use_system_allocator() -> None:
 @dataclass(frozen=True)
 class _Open:
     name: str
+    zip64: bool = False
+
+
+def sheet_may_pass_zip32(row_bytes_estimate: int, max_sheet_rows: int) -> bool:
+    """Whether a full sheet of such rows could reach 4 GiB of XML, with a 4x margin for rows
+    larger than the first batch's (such a sheet's entry gets a ZIP64 local header)."""
+    return row_bytes_estimate * max_sheet_rows * ZIP64_MARGIN >= ZIP32_LIMIT
 
 
 @dataclass(frozen=True)
@@ -124,8 +142,8 @@ class FastXlsxWriter(Writer):
         use_system_allocator()
         self.max_sheet_rows = max_sheet_rows
         self._piece_target = piece_target_bytes
-        self._file: BinaryIO = path.open("wb")
-        self._zip = ZipStream(self._file)
+        self._file = HashingFile.create(path)
+        self._zip = ZipStream(self._file)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastxlsx-build")
         self._batches: queue.Queue[object] = queue.Queue(maxsize=2)
         self._ops: queue.Queue[object] = queue.Queue(maxsize=2 * threads)
@@ -137,6 +155,7 @@ class FastXlsxWriter(Writer):
         self._widths: list[int] = []
         self._sheets: list[parts.SheetPart] = []
         self._sheet_rows = 0
+        self._zip64 = False
         self._builder = threading.Thread(target=self._guard, args=(self._build_loop,), daemon=True)
         self._appender = threading.Thread(
             target=self._guard, args=(self._append_loop,), daemon=True
@@ -169,7 +188,11 @@ class FastXlsxWriter(Writer):
                 reason="IncompleteExport",
             )
         self._write_closing_parts(completed_at)
-        return WriteSummary(rows_written=self._rows_written, sheets=len(self._sheets))
+        return WriteSummary(
+            rows_written=self._rows_written,
+            sheets=len(self._sheets),
+            sha256=self._file.hexdigest(),
+        )
 
     def abort(self) -> None:
         """Stop the threads and close the file; the exporter deletes it."""
@@ -255,6 +278,7 @@ class FastXlsxWriter(Writer):
         self._put(self._ops, _STOP)
 
     def _learn_layout(self, batch: pa.RecordBatch) -> None:
+        self._zip64 = sheet_may_pass_zip32(_row_bytes(batch), self.max_sheet_rows)
         self._header = list(batch.schema.names)
         sample = batch.slice(0, WIDTH_SAMPLE_ROWS)
         self._widths = [
@@ -264,11 +288,7 @@ class FastXlsxWriter(Writer):
 
     def _pieces(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         """Slices of the batch small enough to build and deflate quickly, cut at sheet ends."""
-        columns = max(batch.num_columns, 1)
-        per_row = XML_BYTES_PER_CELL * columns + XML_BYTES_PER_VALUE_BYTE * batch.nbytes // max(
-            batch.num_rows, 1
-        )
-        step = max(1, self._piece_target // per_row)
+        step = max(1, self._piece_target // _row_bytes(batch))
         start = 0
         sheet_rows = self._sheet_rows
         while start < batch.num_rows:
@@ -297,7 +317,7 @@ class FastXlsxWriter(Writer):
         number = len(self._sheets) + 1
         name = DATA_SHEET if number == 1 else f"{DATA_SHEET} {number}"
         self._sheets.append(parts.SheetPart(name, len(self._header), 1, bool(self._header)))
-        self._put(self._ops, _Open(f"xl/worksheets/sheet{number}.xml"))
+        self._put(self._ops, _Open(f"xl/worksheets/sheet{number}.xml", self._zip64))
         head = parts.sheet_head(
             self._header, self._widths, selected=number == 1, frozen=bool(self._header)
         )
@@ -320,6 +340,6 @@ class FastXlsxWriter(Writer):
             if isinstance(op, _Piece):
                 self._zip.add_piece(*op.built.result())
             elif isinstance(op, _Open):
-                self._zip.open_entry(op.name)
+                self._zip.open_entry(op.name, zip64=op.zip64)
             elif isinstance(op, _Close):
                 self._zip.close_entry()

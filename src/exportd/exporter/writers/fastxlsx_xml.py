@@ -17,19 +17,22 @@ and ``xml:space="preserve"`` when the text starts or ends with white space.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from exportd.exporter import temporal
 from exportd.exporter.cells import (
-    EXCEL_FIRST_SAFE_DATE,
+    END_SAFE_MICROS,
     EXCEL_MAX_DIGITS,
     EXCEL_MAX_TEXT,
-    TRUNCATION_MARK,
+    FIRST_SAFE_DAY,
+    FIRST_SAFE_MICROS,
+    LAST_EXCEL_DAY,
     XML_ILLEGAL,
+    cut_for_excel,
     spreadsheet_cells,
 )
 
@@ -38,12 +41,8 @@ STYLE_DATETIME = 2
 STYLE_HEADER = 3
 
 EMPTY_CELL = "<c/>"
-_EXCEL_EPOCH = date(1899, 12, 30)
-_UNIX_EPOCH = date(1970, 1, 1)
-EXCEL_DAYS_AT_UNIX_EPOCH = (_UNIX_EPOCH - _EXCEL_EPOCH).days
-FIRST_SAFE_DAY = (EXCEL_FIRST_SAFE_DATE - _UNIX_EPOCH).days
-LAST_EXCEL_DAY = (date(9999, 12, 31) - _UNIX_EPOCH).days
-MICROS_PER_DAY = 86_400_000_000
+EXCEL_DAYS_AT_UNIX_EPOCH = 25_569  # 1899-12-30 (Excel's day 0) to 1970-01-01
+MICROS_PER_DAY = temporal.MICROS_PER_DAY
 _BIG_INTEGER = 10**EXCEL_MAX_DIGITS
 _TEXT_OPEN = '<c t="inlineStr"><is><t>'
 _TEXT_OPEN_PRESERVE = '<c t="inlineStr"><is><t xml:space="preserve">'
@@ -78,21 +77,22 @@ def escape_text(strings: pa.Array) -> pa.Array:
 
 
 def clean_and_cut(strings: pa.Array) -> pa.Array:
-    """XML-illegal characters removed, then longer than Excel's limit cut and marked."""
+    """XML-illegal characters removed, then longer than Excel's limit cut and marked.
+
+    The limit counts UTF-16 code units, which no text has more of than UTF-8 bytes; the rare
+    texts over it in bytes are measured and cut one by one."""
     if not _all_printable_ascii(strings):
         strings = pc.replace_substring_regex(strings, XML_ILLEGAL, "")
     if len(strings) == strings.null_count or pc.max(pc.binary_length(strings)).as_py() <= (
         EXCEL_MAX_TEXT
     ):
-        return strings  # no text has more characters than bytes
-    too_long = pc.greater(pc.utf8_length(strings), EXCEL_MAX_TEXT)
-    if _any(too_long):
-        keep = EXCEL_MAX_TEXT - len(TRUNCATION_MARK)
-        cut = pc.binary_join_element_wise(
-            pc.utf8_slice_codeunits(strings, 0, keep), TRUNCATION_MARK, ""
-        )
-        strings = pc.if_else(too_long, cut, strings)
-    return strings
+        return strings
+    long_bytes = pc.fill_null(pc.greater(pc.binary_length(strings), EXCEL_MAX_TEXT), False)
+    long_texts = pc.filter(strings, long_bytes).to_pylist()
+    cut = [cut_for_excel(text) for text in long_texts]
+    if cut == long_texts:
+        return strings
+    return pc.replace_with_mask(strings, long_bytes, pa.array(cut, strings.type))
 
 
 def _all_printable_ascii(strings: pa.Array) -> bool:
@@ -148,9 +148,9 @@ def decimal_cells(array: pa.Array) -> pa.Array:
 
 
 def float_cells(array: pa.Array) -> pa.Array:
-    # Through float64 first, as the one mapping does (a float32 0.1 is 0.10000000149011612).
+    # Each width's shortest text: a float32 0.1 is "0.1", not the double 0.10000000149011612.
     values = pc.cast(array, pa.float64())
-    cells = number_cells(pc.cast(values, pa.string()))
+    cells = number_cells(pc.cast(array, pa.string()))
     nonfinite = pc.invert(pc.is_finite(values))
     if pc.any(nonfinite).as_py():
         names = pc.if_else(
@@ -167,51 +167,36 @@ def bool_cells(array: pa.Array) -> pa.Array:
 
 
 def date_cells(array: pa.Array) -> pa.Array:
-    days = pc.cast(pc.cast(array, pa.date32()), pa.int32())
-    serials = pc.add(pc.cast(days, pa.int64()), EXCEL_DAYS_AT_UNIX_EPOCH)
-    cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATE)
+    days = temporal.date_days(array)
     outside = pc.or_(pc.less(days, FIRST_SAFE_DAY), pc.greater(days, LAST_EXCEL_DAY))
-    return _with_iso_text(cells, outside, pc.cast(array, pa.date32()))
-
-
-def wall_clock(array: pa.Array, zone: str) -> pa.Array:
-    """Timestamps as naive microsecond wall-clock times, zoned ones first converted to ``zone``."""
-    target = pa.timestamp("us", tz=array.type.tz)
-    if array.type != target:
-        array = pc.cast(array, target, safe=False)
-    if array.type.tz is None:
-        return array
-    return pc.local_timestamp(pc.cast(array, pa.timestamp("us", tz=zone)))
+    inside = pc.if_else(outside, 0, days)  # no overflow on the sentinels of infinity
+    serials = pc.add(pc.cast(inside, pa.int64()), EXCEL_DAYS_AT_UNIX_EPOCH)
+    cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATE)
+    return _with_exact_text(cells, outside, days, temporal.date_text)
 
 
 def timestamp_cells(array: pa.Array, zone: str) -> pa.Array:
-    local = wall_clock(array, zone)
-    micros = pc.cast(local, pa.int64())
+    micros, _ = temporal.wall_clock_micros(array, zone)
     serials = pc.add(pc.divide(pc.cast(micros, pa.float64(), safe=False), MICROS_PER_DAY), 25569.0)
     cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATETIME)
-    first = FIRST_SAFE_DAY * MICROS_PER_DAY
-    last = (LAST_EXCEL_DAY + 1) * MICROS_PER_DAY
-    outside = pc.or_(pc.less(micros, first), pc.greater_equal(micros, last))
-    return _with_iso_text(cells, outside, local)
+    outside = pc.or_(pc.less(micros, FIRST_SAFE_MICROS), pc.greater_equal(micros, END_SAFE_MICROS))
+    return _with_exact_text(cells, outside, micros, temporal.timestamp_text)
 
 
-def _with_iso_text(cells: pa.Array, outside: pa.Array, values: pa.Array) -> pa.Array:
-    """Dates Excel cannot show as dates (before 1900-03-01) as ISO text, like the one mapping.
-
-    Such values are rare, so only they go through Python's ``isoformat``.
-    """
+def _with_exact_text(cells: pa.Array, outside: pa.Array, values: pa.Array, text: Any) -> pa.Array:
+    """Dates and times Excel cannot show as such (before 1900-03-01, after 9999, infinite)
+    as their exact ISO text, like the one mapping; they are rare, so only they go through
+    Python."""
     outside = pc.fill_null(outside, False)
     if not pc.any(outside).as_py():
         return cells
-    texts = [_iso(value) for value in pc.filter(values, outside).to_pylist()]
+    texts = [
+        _TEXT_OPEN + text(value) + _TEXT_CLOSE for value in pc.filter(values, outside).to_pylist()
+    ]
     replaced = pc.replace_with_mask(
         pc.cast(cells, pa.large_string()), outside, pa.array(texts, pa.large_string())
     )
     return pc.cast(replaced, cells.type)
-
-
-def _iso(value: date | datetime | None) -> str:
-    return _TEXT_OPEN + ("" if value is None else value.isoformat()) + _TEXT_CLOSE
 
 
 def python_cells(array: pa.Array, zone: str) -> pa.Array:

@@ -11,6 +11,14 @@ zlib level 1 is the fallback when it is not installed.
 Format: streamed entries carry a data descriptor (general purpose flag bit 3), like Java's
 ``ZipOutputStream`` that Apache POI writes XLSX with; ZIP64 records are added only when a size or
 an offset needs them (sheet XML past 4 GiB), so ordinary files are plain ZIP 2.0.
+
+A streamed entry that may pass 4 GiB is opened with ``zip64=True``: its local header then carries
+the ZIP64 extra field (sizes ``0xFFFFFFFF`` in the header, zero in the extra, as APPNOTE 4.3.9.2
+asks when a data descriptor follows) and its data descriptor has 8-byte sizes, so a streaming
+reader that never looks at the central directory reads it right. The writer cannot know an
+entry's final size when it starts it, so it decides from the rows' size (see
+:func:`exportd.exporter.writers.fastxlsx.sheet_may_pass_zip32`); small sheets stay plain, the
+form every spreadsheet program reads.
 """
 
 from __future__ import annotations
@@ -66,10 +74,15 @@ class _Entry:
     flags: int = 0
     dos_time: int = 0
     dos_date: int = 0
+    zip64_local: bool = False  # the local header has the ZIP64 extra field
 
     @property
     def needs_zip64(self) -> bool:
         return max(self.compressed_size, self.size, self.offset) >= ZIP32_LIMIT
+
+    @property
+    def version(self) -> int:
+        return VERSION_ZIP64 if self.zip64_local or self.needs_zip64 else VERSION_DEFAULT
 
 
 def _dos_stamp(moment: float) -> tuple[int, int]:
@@ -101,20 +114,25 @@ class ZipStream:
             if entry.flags & FLAG_DATA_DESCRIPTOR
             else (entry.crc, entry.compressed_size, entry.size)
         )
+        extra = b""
+        if entry.zip64_local:
+            sizes = (0, ZIP32_MARKER, ZIP32_MARKER)
+            extra = struct.pack("<HHQQ", 0x0001, 16, 0, 0)  # sizes follow in the descriptor
         return (
             struct.pack(
                 "<IHHHHHIIIHH",
                 0x04034B50,
-                VERSION_DEFAULT,
+                entry.version,
                 entry.flags,
                 DEFLATED,
                 entry.dos_time,
                 entry.dos_date,
                 *sizes,
                 len(entry.name),
-                0,
+                len(extra),
             )
             + entry.name
+            + extra
         )
 
     def _new_entry(self, name: str, flags: int) -> _Entry:
@@ -138,10 +156,11 @@ class ZipStream:
         self._write(compressed)
         self._entries.append(entry)
 
-    def open_entry(self, name: str) -> None:
+    def open_entry(self, name: str, *, zip64: bool = False) -> None:
         """Start a streamed entry; add pieces with :meth:`add_piece`, end it with
-        :meth:`close_entry`."""
+        :meth:`close_entry`. ``zip64``: the entry may pass 4 GiB (see the module docstring)."""
         entry = self._new_entry(name, FLAG_DATA_DESCRIPTOR)
+        entry.zip64_local = zip64
         self._write(self._local_header(entry))
         self._open = entry
 
@@ -159,7 +178,7 @@ class ZipStream:
         entry = self._require_open()
         self._write(FINAL_EMPTY_BLOCK)
         entry.compressed_size += len(FINAL_EMPTY_BLOCK)
-        if entry.compressed_size >= ZIP32_LIMIT or entry.size >= ZIP32_LIMIT:
+        if entry.zip64_local or entry.compressed_size >= ZIP32_LIMIT or entry.size >= ZIP32_LIMIT:
             descriptor = struct.pack(
                 "<IIQQ", 0x08074B50, entry.crc, entry.compressed_size, entry.size
             )
@@ -233,7 +252,7 @@ def _central_record(entry: _Entry) -> bytes:
             struct.pack("<Q", v) for v in values
         )
         sizes = tuple(ZIP32_MARKER if v >= ZIP32_LIMIT else v for v in sizes)  # type: ignore[assignment]
-    version = VERSION_ZIP64 if extra else VERSION_DEFAULT
+    version = entry.version
     compressed_size, size, offset = sizes
     return (
         struct.pack(

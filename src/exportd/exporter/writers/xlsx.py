@@ -29,11 +29,16 @@ from exportd.exporter.cells import (
     display_width,
     spreadsheet_cells,
 )
-from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
+from exportd.exporter.writers.base import (
+    DATA_SHEET,
+    EXCEL_MAX_ROWS,
+    METADATA_SHEET,
+    ExportMetadata,
+    Writer,
+    WriteSummary,
+)
 
-EXCEL_MAX_ROWS = 1_048_576
-DATA_SHEET = "Export"
-METADATA_SHEET = "Export info"
+__all__ = ["DATA_SHEET", "EXCEL_MAX_ROWS", "METADATA_SHEET", "XlsxWriter", "open_safe_workbook"]
 
 
 def open_safe_workbook(path: Path, *, tmpdir: Path | None = None) -> Workbook:
