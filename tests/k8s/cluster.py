@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -246,10 +247,15 @@ async def _seed(session: aiohttp.ClientSession, setup: ExportSetup) -> None:
 
 @asynccontextmanager
 async def local_cluster(
-    workdir: Path, sample_db: Path, *, setup: ExportSetup | None = None
+    workdir: Path,
+    sample_db: Path,
+    *,
+    setup: ExportSetup | None = None,
+    exporter_python: str = sys.executable,
 ) -> AsyncIterator[LocalCluster]:
     """A cluster under ``workdir``; ``setup`` defaults to a data directory and the test
-    catalog there, the sample database, and the test signing key."""
+    catalog there, the sample database, and the test signing key. Export pods run their
+    ``python`` as ``exporter_python`` (this interpreter, or an image's venv)."""
     if setup is None:
         setup = ExportSetup(workdir / "data", write_catalog(workdir / "catalog"), sample_db)
     setup.data_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +271,8 @@ async def local_cluster(
         try:
             async with aiohttp.ClientSession(base_url=url) as session:
                 await _seed(session, setup)
-                async with Kubelet(url, workdir / "pods", node_env=node_env) as kubelet:
+                kubelet = Kubelet(url, workdir / "pods", node_env=node_env, python=exporter_python)
+                async with kubelet:
                     yield LocalCluster(api, url, kubelet, setup, session)
             await _no_watch_left(api)
         finally:
