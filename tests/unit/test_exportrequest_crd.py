@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from exportd import exportrequest as er
+from exportd.catalog import YAML_BOOLEAN_KEY_HINT
 from exportd.operator.reconcile import OPERATOR_FIELDS
 from exportd.spec import ExportResult, Phase
 
@@ -126,3 +127,30 @@ def test_printer_columns_show_type_format_phase_rows_age_then_link_and_expiry(
         path = column["jsonPath"].lstrip(".").split(".")
         if path[0] in ("spec", "status"):
             schema_of(version, *path)  # the column reads a field the schema has
+
+
+@pytest.mark.parametrize(
+    ("sent", "accepted"),
+    [
+        ({"x": 1, "true": 2}, False),  # kubectl's YAML 1.1 for {x: 1, y: 2}
+        ({"a": 1, "false": 2}, False),  # ... for {a: 1, n: 2}
+        ({"on": 1}, True),  # what a quoted key sends
+        ({"x": 1, "y": 2}, True),
+        ({}, True),
+    ],
+)
+def test_the_crd_refuses_variable_keys_yaml_turned_into_booleans(
+    version: dict[str, Any], sent: dict[str, Any], accepted: bool
+) -> None:
+    """The CEL rule on spec.variables, evaluated by a CEL interpreter on what kubectl sends for
+    variables written in YAML 1.1 (unquoted y/n arrive as the keys "true"/"false", as
+    test_gitops_yaml.py shows with kubectl itself): those fail with the same hint the operator
+    and the API give (exportd.catalog.YAML_BOOLEAN_KEY_HINT), quoted keys pass."""
+    import celpy
+
+    rules = schema_of(version, "spec", "variables")["x-kubernetes-validations"]
+    [rule] = [r for r in rules if "'true'" in r["rule"]]
+    assert rule["message"] == YAML_BOOLEAN_KEY_HINT
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule["rule"]))
+    assert bool(program.evaluate({"self": celpy.json_to_cel(sent)})) is accepted

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from exportd import exportrequest as er
-from exportd.catalog import Catalog
+from exportd.catalog import YAML_BOOLEAN_KEY_HINT, Catalog
 from exportd.operator.admission import Limits
 from exportd.operator.jobs import JobTemplate, RequestRef, job_name, plan_job
 from exportd.operator.reconcile import RoundContext, RoundPlan, plan_round
@@ -318,6 +318,25 @@ def test_an_invalid_order_fails_without_a_job(spec: dict[str, Any], reason: str)
     status = only_patch(plan, "r1")
     assert (status["phase"], status["reason"]) == ("Failed", reason)
     assert conditions(status) == {"Admitted": ("False", "Failed"), "Finished": ("True", "Failed")}
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"x": 9, "y": 1}, "variables.x: Input should be less than or equal to 5"),
+        ({"x": 1}, "variables.y: Field required"),
+        ({"x": 1, "true": 2}, f"variables.true: {YAML_BOOLEAN_KEY_HINT}"),
+    ],
+)
+def test_an_invalid_variable_is_named_with_its_rule_in_the_status_message(
+    variables: dict[str, Any], named: str
+) -> None:
+    """The CR's message says which variable broke which rule (the API's errors[] as one line),
+    including the hint to quote a key YAML 1.1 turned into "true"."""
+    plan = plan_round([request("r1", spec={"variables": variables})], [], context())
+    status = only_patch(plan, "r1")
+    assert status["reason"] == "InvalidVariables"
+    assert named in status["message"]
 
 
 # ---- cancel and delete --------------------------------------------------------------------

@@ -228,7 +228,7 @@ def _without_job(view: RequestView, ctx: RoundContext) -> Decision | _Waiting:
     except ValidationError as exc:
         return _failed("InvalidSpec", _validation_message(exc), ctx), None
     except ExportdError as exc:
-        return _failed(exc.reason, exc.message, ctx), None
+        return _failed(exc.reason, exc.described(), ctx), None
     return _Waiting(view, spec, export_type.timeout_seconds)
 
 
