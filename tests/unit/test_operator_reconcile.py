@@ -138,6 +138,7 @@ def test_a_new_request_gets_its_planned_job_and_becomes_running() -> None:
     assert status["phase"] == "Running" and status["jobName"] == job_name(ref(body))
     assert status["startedAt"] == "2025-03-04T12:00:00Z" and status["attempts"] == 0
     assert conditions(status) == {
+        "Ready": ("False", "Running"),
         "Admitted": ("True", "JobCreated"),
         "Finished": ("False", "Running"),
     }
@@ -317,7 +318,13 @@ def test_an_invalid_order_fails_without_a_job(spec: dict[str, Any], reason: str)
     assert plan.create == []
     status = only_patch(plan, "r1")
     assert (status["phase"], status["reason"]) == ("Failed", reason)
-    assert conditions(status) == {"Admitted": ("False", "Failed"), "Finished": ("True", "Failed")}
+    assert conditions(status) == {
+        "Ready": ("False", "Failed"),
+        "Failed": ("True", reason),
+        "Stalled": ("True", reason),
+        "Admitted": ("False", "Failed"),
+        "Finished": ("True", "Failed"),
+    }
 
 
 @pytest.mark.parametrize(

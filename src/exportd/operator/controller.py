@@ -15,8 +15,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from exportd.operator.events import NORMAL, WARNING, EventNote, InvolvedObject, event_body
 from exportd.operator.kube import AlreadyExists, KubeApi, KubeError
-from exportd.operator.reconcile import JobCreation, RoundContext, RoundPlan, plan_round
+from exportd.operator.reconcile import (
+    JobCreation,
+    RoundContext,
+    RoundPlan,
+    StatusPatch,
+    plan_round,
+    rejected_patch,
+)
+from exportd.spec import utc_now
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX_SECONDS = 60.0
@@ -94,9 +103,7 @@ class Controller:
         for creation in plan.create:
             await self._attempt(errors, self._create_job(creation))
         for patch in plan.patch:
-            await self._attempt(
-                errors, self.api.patch_request_status(patch.namespace, patch.name, patch.body())
-            )
+            await self._attempt(errors, self._patch(patch))
         if errors:
             raise RoundFailed(errors)
 
@@ -106,6 +113,20 @@ class Controller:
             await call
         except KubeError as exc:
             errors.append(exc)
+
+    async def _patch(self, patch: StatusPatch) -> None:
+        """Write a status patch, then post the events it means (never before: a patch that
+        fails is planned again, and its events with it)."""
+        if await self.api.patch_request_status(patch.namespace, patch.name, patch.body()):
+            for note in patch.events:
+                await self._post_event(patch.involved, note)
+
+    async def _post_event(self, involved: InvolvedObject, note: EventNote) -> None:
+        """Events are for people: one that cannot be posted is logged, the round goes on."""
+        try:
+            await self.api.create_event(event_body(involved, note, utc_now()))
+        except KubeError as exc:
+            log.warning("event %s on %s not posted: %s", note.reason, involved.name, exc)
 
     async def _delete_job(self, namespace: str, name: str) -> None:
         if await self.api.delete_job(namespace, name):
@@ -117,19 +138,22 @@ class Controller:
         try:
             await self.api.create_job(manifest)
             log.info("created Job %s/%s for %s", namespace, name, creation.request.name)
+            created = EventNote(NORMAL, "JobCreated", f"created Job {name}")
+            await self._post_event(creation.on_created.involved, created)
         except AlreadyExists:
             if not await self._ours(namespace, name, creation.request.uid):
                 await self._reject(creation, "JobNameConflict", f"Job {name} belongs to another")
                 return
             log.info("Job %s/%s already exists (created before a restart)", namespace, name)
         except KubeError as exc:
-            if exc.transient:
+            # 403 is a refusal here (a ResourceQuota, an admission webhook, a policy), not the
+            # RBAC race it may be elsewhere: the request fails with the apiserver's words.
+            if exc.transient and exc.status != 403:
                 raise
             await self._reject(creation, "JobRejected", str(exc))
             return
-        patch = creation.on_created
-        if patch.status:
-            await self.api.patch_request_status(patch.namespace, patch.name, patch.body())
+        if creation.on_created.status:
+            await self._patch(creation.on_created)
 
     async def _ours(self, namespace: str, name: str, uid: str) -> bool:
         existing = await self.api.get_job(namespace, name)
@@ -138,6 +162,7 @@ class Controller:
 
     async def _reject(self, creation: JobCreation, reason: str, message: str) -> None:
         log.error("cannot create the Job of %s: %s", creation.request.name, message)
-        status = {"phase": "Failed", "reason": reason, "message": message}
-        patch = creation.on_created
-        await self.api.patch_request_status(patch.namespace, patch.name, {"status": status})
+        assert creation.view is not None
+        patch = rejected_patch(creation.view, reason, message, utc_now())
+        await self._post_event(patch.involved, EventNote(WARNING, reason, message))
+        await self._patch(patch)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import aiohttp
-from kubernetes.aio.client import ApiClient, CustomObjectsApi
+from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
 from exportd import exportrequest as er
@@ -63,6 +63,7 @@ class KubeApi:
 
     def __init__(self, client: ApiClient, namespace: str | None) -> None:
         self.objects = CustomObjectsApi(client)
+        self.core = CoreV1Api(client)
         self.namespace = namespace
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -164,4 +165,16 @@ class KubeApi:
             if exc.status == 404:
                 return False
             raise
+        return True
+
+    async def create_event(self, body: dict[str, Any]) -> bool:
+        """Post a core/v1 Event; False when one of that name exists (posted before)."""
+        namespace = body["metadata"]["namespace"]
+        try:
+            await self._call(
+                f"create Event {namespace}/{body['metadata']['name']}",
+                lambda: self.core.create_namespaced_event(namespace, body),  # type: ignore[arg-type]
+            )
+        except AlreadyExists:
+            return False
         return True

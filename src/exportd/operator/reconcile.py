@@ -33,6 +33,7 @@ from exportd.catalog import Catalog
 from exportd.delivery import failure_conditions
 from exportd.errors import ExportdError
 from exportd.operator.admission import Candidate, Limits, RequestKey, admit
+from exportd.operator.events import EventNote, InvolvedObject, transition_events
 from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
 from exportd.spec import (
     DELIVERED,
@@ -44,6 +45,11 @@ from exportd.spec import (
     Phase,
     ReturnType,
 )
+
+CONDITION_READY = "Ready"
+CONDITION_COMPLETE = "Complete"
+CONDITION_FAILED = "Failed"
+CONDITION_STALLED = "Stalled"
 
 Linker = Callable[[str, str], tuple[str, int]]  # (object key, download name) -> (url, expiry)
 Changes = dict[str, Any]  # camelCase status fields; None removes a field
@@ -111,6 +117,12 @@ class StatusPatch:
     namespace: str
     name: str
     status: Changes
+    uid: str = ""
+    events: tuple[EventNote, ...] = ()  # to post once the patch is written
+
+    @property
+    def involved(self) -> InvolvedObject:
+        return InvolvedObject(self.namespace, self.name, self.uid)
 
     def body(self) -> dict[str, Any]:
         return {"status": self.status}
@@ -123,6 +135,7 @@ class JobCreation:
     request: RequestRef
     manifest: dict[str, Any]
     on_created: StatusPatch
+    view: RequestView | None = None  # for the patch when the apiserver refuses the Job
 
 
 @dataclass
@@ -267,14 +280,21 @@ def _admit(
             "message": None,
         }
         status = _status_patch(item.view, changes, ctx.now)
-        plan.create.append(JobCreation(item.view.ref, manifest, status or _noop(item.view)))
+        created = status or _noop(item.view)
+        plan.create.append(JobCreation(item.view.ref, manifest, created, item.view))
     for key, position in admission.queue_positions.items():
         queued = {"phase": Phase.QUEUED.value, "queuePosition": position}
         _add_patch(plan, by_key[key].view, queued, ctx.now)
 
 
 def _noop(view: RequestView) -> StatusPatch:
-    return StatusPatch(view.ref.namespace, view.ref.name, {})
+    return StatusPatch(view.ref.namespace, view.ref.name, {}, view.ref.uid)
+
+
+def rejected_patch(view: RequestView, reason: str, message: str, now: datetime) -> StatusPatch:
+    """The request failed because the apiserver refused its Job (quota, admission, conflict)."""
+    changes = _failed(reason, message, None, now) | {"jobName": None}
+    return _status_patch(view, changes, now) or _noop(view)
 
 
 # ---- status changes -----------------------------------------------------------------------
@@ -335,12 +355,16 @@ def _job_failed(view: RequestView, job: JobState, ctx: RoundContext) -> Changes:
     return _failed(job.reason or "JobFailed", job.message, ctx, at)
 
 
-def _failed(reason: str, message: str, ctx: RoundContext, at: datetime | None = None) -> Changes:
+def _failed(
+    reason: str, message: str, ctx: RoundContext | None, at: datetime | None = None
+) -> Changes:
+    moment = at or (ctx.now if ctx is not None else None)
+    assert moment is not None
     return {
         "phase": Phase.FAILED.value,
         "reason": reason,
         "message": message,
-        "completedAt": er.rfc3339(at or ctx.now),
+        "completedAt": er.rfc3339(moment),
         "queuePosition": None,
     }
 
@@ -376,14 +400,38 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
     patch = {key: value for key, value in desired.items() if current.get(key) != value}
     if not patch:
         return None
-    return StatusPatch(view.ref.namespace, view.ref.name, patch)
+    events = tuple(transition_events(current, patch))
+    return StatusPatch(view.ref.namespace, view.ref.name, patch, view.ref.uid, events)
 
 
 def _lifecycle_conditions(desired: Mapping[str, Any]) -> list[Condition]:
+    """``Admitted`` and ``Finished``; ``Ready`` for kstatus (Flux, Argo CD): True once the
+    request is settled (Succeeded, Cancelled), with ``Stalled`` True when it failed; and, like
+    the Job API, ``Complete`` or ``Failed`` once it ended so (``kubectl wait``)."""
     phase = Phase(desired.get("phase") or Phase.PENDING.value)
     admitted = bool(desired.get("jobName"))
     finished = phase in TERMINAL_PHASES
+    message = desired.get("message") or ""
+    ready = phase in (Phase.SUCCEEDED, Phase.CANCELLED)
+    ended: list[Condition] = []
+    if phase is Phase.SUCCEEDED:
+        ended.append(Condition(type=CONDITION_COMPLETE, status="True", reason=phase.value))
+    if phase is Phase.FAILED:
+        reason = desired.get("reason") or phase.value
+        ended.append(
+            Condition(type=CONDITION_FAILED, status="True", reason=reason, message=message)
+        )
+        ended.append(
+            Condition(type=CONDITION_STALLED, status="True", reason=reason, message=message)
+        )
     return [
+        Condition(
+            type=CONDITION_READY,
+            status="True" if ready else "False",
+            reason=phase.value,
+            message=message,
+        ),
+        *ended,
         Condition(
             type=er.CONDITION_ADMITTED,
             status="True" if admitted else "False",
