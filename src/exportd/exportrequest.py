@@ -51,6 +51,10 @@ LABEL_REQUESTER = f"{GROUP}/requester"
 LABEL_EXPORT = f"{GROUP}/export"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 GITOPS_REQUESTER_PREFIX = "kubernetes:"
+# The API labels what it creates (LABEL_MANAGED_BY) with this: housekeeping deletes only those;
+# a request applied from Git stays (a GitOps tool would only re-create it and run it again).
+API_MANAGER = "exportd-api"
+CONDITION_EXPIRED = "Expired"
 
 CONDITION_ADMITTED = "Admitted"
 CONDITION_FINISHED = "Finished"
@@ -79,11 +83,24 @@ def requester_label(requested_by: str) -> str:
 
 
 class ExportRequestSpec(ExportRequestBody):
-    """``spec`` of the CR: the API body plus who asked, when, and whether to stop."""
+    """``spec`` of the CR: the API body plus who asked, when, whether to stop, and (optional)
+    how long after finishing the request itself is deleted."""
 
     requested_by: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
     requested_at: datetime | None = None
     cancel: bool = False
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+
+
+def created_by_api(body: Mapping[str, Any]) -> bool:
+    labels = metadata(body).get("labels") or {}
+    return bool(labels.get(LABEL_MANAGED_BY) == API_MANAGER)
+
+
+def ttl_after_finished(body: Mapping[str, Any]) -> int | None:
+    """``spec.ttlSecondsAfterFinished`` when it is a whole number of seconds, else None."""
+    value = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class _StatusModel(BaseModel):

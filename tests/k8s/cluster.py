@@ -172,8 +172,11 @@ class LocalCluster:
             raise TimeoutError(f"the operator never watched; open watches: {watching}") from exc
         return operator
 
-    async def create_request(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": er.API_VERSION, "kind": er.KIND, "metadata": {"name": name}}
+    async def create_request(
+        self, name: str, spec: Mapping[str, Any], labels: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, **({"labels": dict(labels)} if labels else {})}
+        body = {"apiVersion": er.API_VERSION, "kind": er.KIND, "metadata": metadata}
         body["spec"] = dict(spec)
         async with self.session.post(REQUESTS_URL, json=body) as response:
             assert response.status == 201, await response.text()

@@ -481,4 +481,8 @@ def _conditions(
             condition.model_dump(mode="json", by_alias=True)
             | {"lastTransitionTime": stamp, "observedGeneration": generation}
         )
+    # Expired is housekeeping's (the file is gone); every round keeps it as it is.
+    if er.CONDITION_EXPIRED in before:
+        expired = before[er.CONDITION_EXPIRED]
+        conditions.append(expired.model_dump(mode="json", by_alias=True, exclude_none=True))
     return conditions
