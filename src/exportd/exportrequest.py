@@ -9,8 +9,9 @@ Who writes what in ``status`` (merge patches on the status subresource, so write
 - the operator: ``phase``, ``queuePosition``, ``attempts``, ``jobName``, ``startedAt``,
   ``completedAt``, ``rows``, ``bytes``, ``sha256``, ``objectKey``, ``url``, ``expiresAt``,
   ``delivered``, ``reason``, ``message``, ``observedGeneration``, ``conditions``;
-- the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) and
-  ``lastError`` (why its last attempt failed). The operator turns these into the fields above.
+- the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) with
+  ``resultSignature`` (see :mod:`exportd.reports`) and ``lastError`` (why its last attempt
+  failed). The operator turns these into the fields above.
 
 The CR's name is the export id; ``spec`` is the API body plus ``requestedBy``, ``requestedAt`` and
 ``cancel``. A CR written by hand (GitOps) may leave out ``requestedBy`` (its requester is then
@@ -151,6 +152,7 @@ class RequestStatus(_StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     progress: Progress | None = None
     result: ExportResult | None = None
+    result_signature: str | None = None
     last_error: ReportedError | None = None
 
 

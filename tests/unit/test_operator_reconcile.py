@@ -158,7 +158,7 @@ def test_over_the_limit_requests_queue_in_order_and_a_settled_round_writes_nothi
 
 
 def test_a_finished_job_frees_its_slot_for_the_first_in_the_queue() -> None:
-    done = running("r0", result=RESULT)
+    done = running("r0", result={**RESULT, "objectKey": "exports/r0/u.csv"})
     waiting = [
         request(f"q{i}", status={"phase": "Queued", "queuePosition": i + 1}) for i in range(2)
     ]

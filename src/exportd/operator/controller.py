@@ -98,6 +98,10 @@ class Controller:
 
     async def _execute(self, plan: RoundPlan) -> None:
         errors: list[KubeError] = []
+        for involved, note in plan.refused:
+            # Named after the report, so each forged report is logged and posted once.
+            if await self._post_event(involved, note):
+                log.error("%s/%s: %s", involved.namespace, involved.name, note.message)
         for namespace, name in plan.delete:
             await self._attempt(errors, self._delete_job(namespace, name))
         for creation in plan.create:
@@ -121,12 +125,14 @@ class Controller:
             for note in patch.events:
                 await self._post_event(patch.involved, note)
 
-    async def _post_event(self, involved: InvolvedObject, note: EventNote) -> None:
-        """Events are for people: one that cannot be posted is logged, the round goes on."""
+    async def _post_event(self, involved: InvolvedObject, note: EventNote) -> bool:
+        """Events are for people: one that cannot be posted is logged, the round goes on.
+        True when this call posted it (False: posted before, or not at all)."""
         try:
-            await self.api.create_event(event_body(involved, note, utc_now()))
+            return await self.api.create_event(event_body(involved, note, utc_now()))
         except KubeError as exc:
             log.warning("event %s on %s not posted: %s", note.reason, involved.name, exc)
+            return False
 
     async def _delete_job(self, namespace: str, name: str) -> None:
         if await self.api.delete_job(namespace, name):

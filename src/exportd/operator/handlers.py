@@ -88,7 +88,8 @@ class Runtime:
         template = JobTemplate.from_settings(self.settings)
         limits = Limits(self.settings.max_running_jobs, self.settings.max_running_per_requester)
         link = self.linker()
-        return lambda: RoundContext(utc_now(), limits, template, catalog, link)
+        secret = self.settings.resolved_report_secret()
+        return lambda: RoundContext(utc_now(), limits, template, catalog, link, secret)
 
     def linker(self) -> Linker:
         storage = storage_from_settings(self.settings)

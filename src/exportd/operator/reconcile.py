@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +33,9 @@ from exportd.catalog import Catalog
 from exportd.delivery import failure_conditions
 from exportd.errors import ExportdError
 from exportd.operator.admission import Candidate, Limits, RequestKey, admit
-from exportd.operator.events import EventNote, InvolvedObject, transition_events
+from exportd.operator.events import WARNING, EventNote, InvolvedObject, transition_events
 from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
+from exportd.reports import refusal
 from exportd.spec import (
     DELIVERED,
     TERMINAL_PHASES,
@@ -82,6 +83,7 @@ class RoundContext:
     template: JobTemplate
     catalog: Catalog
     link: Linker
+    report_secret: str | None = None  # results are trusted only when signed (exportd.reports)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class RoundPlan:
     create: list[JobCreation] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (namespace, Job name)
     patch: list[StatusPatch] = field(default_factory=list)
+    refused: list[tuple[InvolvedObject, EventNote]] = field(default_factory=list)  # reports
 
     @property
     def empty(self) -> bool:
@@ -169,6 +172,11 @@ def plan_round(
             plan.delete.append((state.namespace, state.name))  # its request is gone
     waiting: list[_Waiting] = []
     for view in views:
+        refused = _refused_report(view, ctx)
+        if refused is not None:
+            involved = InvolvedObject(view.ref.namespace, view.ref.name, view.ref.uid)
+            plan.refused.append((involved, refused))
+            view = replace(view, status=view.status.model_copy(update={"result": None}))
         outcome = _decide(view, owned.get(view.ref.uid), ctx)
         if isinstance(outcome, _Waiting):
             waiting.append(outcome)
@@ -181,6 +189,20 @@ def plan_round(
     running = Counter(state.requester for state in states if not state.finished)
     _admit(plan, waiting, running, ctx)
     return plan
+
+
+def _refused_report(view: RequestView, ctx: RoundContext) -> EventNote | None:
+    """A Warning when the result on the status is not this request's own Job's report."""
+    status = view.body.get("status") or {}
+    result = status.get("result")
+    if not isinstance(result, Mapping) or view.status.phase in TERMINAL_PHASES:
+        return None
+    signature = status.get("resultSignature")
+    why = refusal(ctx.report_secret, view.ref.name, view.ref.uid, result, signature)
+    if why is None:
+        return None
+    key = f"{result.get('objectKey')}/{signature}"
+    return EventNote(WARNING, "ReportRefused", f"a result report was refused: {why}", key=key)
 
 
 def _jobs_by_owner(states: Sequence[JobState]) -> dict[str, JobState]:
