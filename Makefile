@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export EXPORTD_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run test lint unit integration e2e services system-deps bench clean
+.PHONY: install run test lint unit integration e2e services system-deps bench bench-operator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ test: $(STAMP) services system-deps lint
 bench: $(STAMP) services
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/run.py
+
+# API calls per operator reconcile round with 100 and 1,000 ExportRequests (docs/gitops.md).
+bench-operator: $(STAMP)
+	$(PY) bench/reconcile_cost.py
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache

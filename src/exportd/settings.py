@@ -584,6 +584,12 @@ class OperatorSettings(CommonSettings):
     liveness_port: int = Field(
         8080, ge=1, le=65535, description="Port of the operator's /healthz liveness endpoint."
     )
+    liveness_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="/healthz fails (500) when no reconcile round has finished for this long "
+        "(rounds run at least every `resync_seconds`): a stalled operator gets restarted.",
+    )
     metrics_port: int = Field(
         0,
         ge=0,

@@ -46,6 +46,7 @@ LEFTOVER_WATCH_SECONDS = 3.0
 SERVED_GROUPS = frozenset({"", "batch", "apiextensions.k8s.io", "events.k8s.io"})
 
 T = TypeVar("T")
+ApiServerT = TypeVar("ApiServerT", bound=ApiServer)
 
 # Export types the tests add to the shipped catalog.
 TEST_TYPES: dict[str, Any] = {
@@ -153,13 +154,13 @@ class LocalCluster:
         values.update(overrides)
         return OperatorSettings(**values)
 
-    def operator(self, **overrides: Any) -> OperatorThread:
-        return OperatorThread(self.operator_settings(**overrides), self.url)
+    def operator(self, liveness: str | None = None, **overrides: Any) -> OperatorThread:
+        return OperatorThread(self.operator_settings(**overrides), self.url, liveness)
 
-    async def start_operator(self, **overrides: Any) -> OperatorThread:
+    async def start_operator(self, liveness: str | None = None, **overrides: Any) -> OperatorThread:
         """Start the operator and return once it watches requests and its Jobs (kopf's ready
         flag comes earlier, before its API discovery, which must not be cut short)."""
-        operator = self.operator(**overrides)
+        operator = self.operator(liveness, **overrides)
         operator.start()
         await operator.wait_ready()
         requests = (str(kmock.resource(REQUESTS)), "")
@@ -217,9 +218,9 @@ class LocalCluster:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def new_apiserver() -> ApiServer:
-    """An emulator serving the built-in groups in use (no CRDs yet)."""
-    api = ApiServer()
+def new_apiserver(kind: type[ApiServerT] = ApiServer) -> ApiServerT:  # type: ignore[assignment]
+    """An emulator (of class ``kind``) serving the built-in groups in use (no CRDs yet)."""
+    api = kind()
     with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated call
         warnings.simplefilter("ignore", DeprecationWarning)
         api.resources.load_bundled()
@@ -262,7 +263,7 @@ async def local_cluster(
     if setup is None:
         setup = ExportSetup(workdir / "data", write_catalog(workdir / "catalog"), sample_db)
     setup.data_dir.mkdir(parents=True, exist_ok=True)
-    api = new_apiserver()
+    api: ApiServer = new_apiserver()
     async with api, kmock.Server(api) as server:
         url = str(server.url).rstrip("/")
         # Inside a pod the exporter finds the API at kubernetes.default.svc with its token;

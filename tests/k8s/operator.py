@@ -30,9 +30,12 @@ def quick(settings: kopf.OperatorSettings) -> None:
 
 
 class OperatorThread:
-    def __init__(self, settings: OperatorSettings, server: str) -> None:
+    def __init__(
+        self, settings: OperatorSettings, server: str, liveness_endpoint: str | None = None
+    ) -> None:
         self.settings = settings
         self.server = server
+        self.liveness_endpoint = liveness_endpoint  # kopf's /healthz, as in the image
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -75,6 +78,7 @@ class OperatorThread:
                     namespaces=[namespace] if namespace else (),
                     stop_flag=self._stop,
                     ready_flag=self._ready,
+                    liveness_endpoint=self.liveness_endpoint,
                 )
             )
         except BaseException as exc:

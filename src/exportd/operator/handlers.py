@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -23,6 +23,7 @@ from kubernetes.aio.client import ApiClient
 from exportd import exportrequest as er
 from exportd.catalog import Catalog
 from exportd.operator.admission import Limits
+from exportd.operator.cache import ClusterCache
 from exportd.operator.connection import Cluster
 from exportd.operator.controller import Controller, RoundFailed
 from exportd.operator.housekeeping import register_operations
@@ -81,6 +82,7 @@ class Runtime:
     client: ApiClient | None = None
     api: KubeApi | None = None
     controller: Controller | None = None
+    cache: ClusterCache = field(default_factory=ClusterCache)  # fed by the watch events below
     loop_task: asyncio.Task[None] | None = None
 
     def context_factory(self) -> Callable[[], RoundContext]:
@@ -130,7 +132,7 @@ def register(
             tuning(settings)
         runtime.client = ApiClient(await cluster.configuration())
         runtime.api = KubeApi(runtime.client, runtime.settings.namespace)
-        runtime.controller = Controller(runtime.api, runtime.context_factory())
+        runtime.controller = Controller(runtime.api, runtime.context_factory(), runtime.cache)
         runtime.loop_task = asyncio.create_task(
             runtime.controller.run(runtime.settings.resync_seconds), name="exportd-reconcile"
         )
@@ -144,10 +146,20 @@ def register(
         if runtime.client is not None:
             await runtime.client.close()  # type: ignore[no-untyped-call]
 
-    @kopf.on.probe(registry=registry, id="secondsSinceReconcile")
+    # kopf answers /healthz with 500 when a probe fails: a stalled reconcile loop (a round
+    # hanging on the API, or failing for longer than the limit) or a dead one gets the pod
+    # restarted, instead of an operator that looks alive and does nothing.
+    @kopf.on.probe(registry=registry, id="secondsSinceReconcile", retries=1)
     def probe(**_: Any) -> float | None:
-        last = runtime.controller.last_success if runtime.controller else None
-        return None if last is None else round(time.monotonic() - last, 1)
+        controller = runtime.controller
+        if controller is None:
+            return None  # starting
+        if runtime.loop_task is not None and runtime.loop_task.done():
+            raise kopf.PermanentError("the reconcile loop has stopped")
+        age = controller.seconds_since_success()
+        if age > runtime.settings.liveness_stall_seconds:
+            raise kopf.PermanentError(f"no reconcile round has finished for {age:.0f} s")
+        return round(age, 1)
 
     # Explicit ids: kopf keeps handler progress under them (exportd.dev/<id> annotations), so
     # they must not change when the code moves.
@@ -175,14 +187,16 @@ def register(
         runtime.controller.poke()  # its slot is free
 
     @kopf.on.event(*resource, registry=registry, id="request-changed")
-    def request_changed(**_: Any) -> None:
+    def request_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        runtime.cache.requests.observe(type, copy.deepcopy(dict(body)))
         if runtime.controller is not None:
             runtime.controller.poke()  # progress to mirror, or a request gone
 
     managed = {er.LABEL_MANAGED_BY: MANAGED_BY}
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, id="job-changed", labels=managed)
-    def job_changed(**_: Any) -> None:
+    def job_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        runtime.cache.jobs.observe(type, copy.deepcopy(dict(body)))
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
 
