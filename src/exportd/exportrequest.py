@@ -6,8 +6,9 @@ a CR's ``status`` into an :class:`~exportd.spec.ExportStatus`. It imports no Kub
 
 Who writes what in ``status`` (merge patches on the status subresource, so writers never clash):
 
-- the operator: ``phase``, ``queuePosition``, ``attempts``, ``jobName``, ``startedAt``,
-  ``completedAt``, ``rows``, ``bytes``, ``sha256``, ``objectKey``, ``url``, ``expiresAt``,
+- the operator: ``phase``, ``format`` (effective), ``duration``, ``queuePosition``,
+  ``attempts``, ``jobName``, ``startedAt``, ``completedAt``, ``rows``, ``bytes``, ``sha256``,
+  ``objectKey``, ``url``, ``expiresAt``,
   ``delivered``, ``reason``, ``message``, ``observedGeneration``, ``conditions``;
 - the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) with
   ``resultSignature`` (see :mod:`exportd.reports`) and ``lastError`` (why its last attempt
@@ -134,6 +135,8 @@ class RequestStatus(_StatusModel):
     """The CR's ``status`` as stored (all fields optional: a new CR has none)."""
 
     phase: Phase | None = None
+    format: str | None = None
+    duration: str | None = None
     queue_position: int | None = None
     attempts: int | None = None
     job_name: str | None = None

@@ -120,7 +120,8 @@ def test_printer_columns_show_type_format_phase_rows_age_then_link_and_expiry(
 ) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     main = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert main == ["Type", "Format", "Phase", "Rows", "Age"]
+    assert main == ["Type", "Format", "Phase", "Rows", "Duration", "Age"]
+    assert columns["Format"]["jsonPath"] == ".status.format"  # the effective one
     assert columns["URL"]["priority"] == columns["Expires"]["priority"] == 1
     assert columns["Expires"]["type"] == "string"  # a date column cannot show a future time
     assert columns["Age"]["type"] == "date"
@@ -128,6 +129,22 @@ def test_printer_columns_show_type_format_phase_rows_age_then_link_and_expiry(
         path = column["jsonPath"].lstrip(".").split(".")
         if path[0] in ("spec", "status"):
             schema_of(version, *path)  # the column reads a field the schema has
+
+
+def test_every_property_has_a_description(version: dict[str, Any]) -> None:
+    """``kubectl explain exportrequest.<field>`` has something to say for every field."""
+    missing = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            if not child.get("description"):
+                missing.append(f"{path}{name}")
+            walk(child, f"{path}{name}.")
+            if "items" in child:
+                walk(child["items"], f"{path}{name}[].")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    assert missing == []
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from exportd.operator.events import NORMAL, WARNING, EventNote, InvolvedObject, 
 from exportd.operator.jobs import JobOutcome, job_state
 from exportd.operator.kube import AlreadyExists, KubeApi, KubeError
 from exportd.operator.reconcile import (
+    TERMINAL_VALUES,
     JobCreation,
     RoundContext,
     RoundPlan,
@@ -31,9 +32,7 @@ from exportd.operator.reconcile import (
     plan_round,
     rejected_patch,
 )
-from exportd.spec import TERMINAL_PHASES, utc_now
-
-TERMINAL_VALUES = frozenset(phase.value for phase in TERMINAL_PHASES)
+from exportd.spec import utc_now
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX_SECONDS = 60.0

@@ -47,6 +47,7 @@ from exportd.spec import (
     ReturnType,
 )
 
+TERMINAL_VALUES = frozenset(phase.value for phase in TERMINAL_PHASES)
 CONDITION_READY = "Ready"
 CONDITION_COMPLETE = "Complete"
 CONDITION_FAILED = "Failed"
@@ -57,6 +58,8 @@ Changes = dict[str, Any]  # camelCase status fields; None removes a field
 
 OPERATOR_FIELDS = (
     "phase",
+    "format",
+    "duration",
     "queuePosition",
     "attempts",
     "jobName",
@@ -417,6 +420,8 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
         return None
     desired = {key: current.get(key) for key in OPERATOR_FIELDS} | changes
     desired["observedGeneration"] = view.generation
+    desired["format"] = _effective_format(view) or desired.get("format")
+    desired["duration"] = _duration(view, desired)
     wanted = [*_lifecycle_conditions(desired), *_delivery_conditions(view, desired)]
     desired["conditions"] = _conditions(wanted, view.status.conditions, view.generation, now)
     patch = {key: value for key, value in desired.items() if current.get(key) != value}
@@ -424,6 +429,30 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
         return None
     events = tuple(transition_events(current, patch))
     return StatusPatch(view.ref.namespace, view.ref.name, patch, view.ref.uid, events)
+
+
+def _effective_format(view: RequestView) -> str | None:
+    """What ``kubectl get exr`` shows as Format: spec.format, or inferred from fileName."""
+    try:
+        return er.request_spec_of(view.body).resolved_format.value
+    except (ValidationError, ValueError):
+        return None
+
+
+def _duration(view: RequestView, desired: Mapping[str, Any]) -> str | None:
+    """Creation to end, like a Job's Duration column (``1m12s``); None until it ended."""
+    if desired.get("phase") not in TERMINAL_VALUES:
+        return None
+    start = er.parse_time(er.metadata(view.body).get("creationTimestamp"))
+    end = er.parse_time(desired.get("completedAt"))
+    if start is None or end is None:
+        return None
+    seconds = max(0, int((end - start).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+    shown = "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+    return shown
 
 
 def _lifecycle_conditions(desired: Mapping[str, Any]) -> list[Condition]:
