@@ -29,7 +29,7 @@ from exportd.operator.controller import Controller, RoundFailed
 from exportd.operator.housekeeping import register_operations
 from exportd.operator.jobs import MANAGED_BY, JobTemplate, RequestRef, job_name
 from exportd.operator.kube import KubeApi, KubeError
-from exportd.operator.reconcile import Linker, RoundContext
+from exportd.operator.reconcile import Linker, OrderProblem, RoundContext, check_order
 from exportd.settings import OperatorSettings
 from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import storage_from_settings
@@ -130,6 +130,15 @@ def register(
         pin_kopf_settings(settings)
         if tuning is not None:
             tuning(settings)
+        if runtime.settings.webhook_cert_file is not None:
+            # Serves the validate handler below; the ValidatingWebhookConfiguration that
+            # points the apiserver at it (and its CA bundle) is the chart's.
+            settings.admission.server = kopf.WebhookServer(
+                addr="0.0.0.0",  # noqa: S104 - the apiserver reaches it through a Service
+                port=runtime.settings.webhook_port,
+                certfile=str(runtime.settings.webhook_cert_file),
+                pkeyfile=str(runtime.settings.webhook_key_file or ""),
+            )
         runtime.client = ApiClient(await cluster.configuration())
         runtime.api = KubeApi(runtime.client, runtime.settings.namespace)
         runtime.controller = Controller(runtime.api, runtime.context_factory(), runtime.cache)
@@ -200,8 +209,30 @@ def register(
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
 
+    if settings.webhook_cert_file is not None:
+        register_webhook(registry, settings)
     register_operations(registry, settings, runtime)  # metrics, housekeeping timer
     return runtime
+
+
+def register_webhook(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Apply-time validation: ``kubectl apply`` or an Argo CD sync of a request whose type or
+    variables the catalog rejects fails at once, with the message the request would otherwise
+    fail with later (the same check, :func:`~exportd.operator.reconcile.check_order`)."""
+    catalog = Catalog.load(settings.resolved_catalog_path)
+
+    @kopf.on.validate(
+        er.GROUP,
+        er.VERSION,
+        er.PLURAL,
+        registry=registry,
+        id="validate-request",
+        operations=["CREATE"],
+    )
+    def validate(body: kopf.Body, **_: Any) -> None:
+        problem = check_order(body, catalog)
+        if isinstance(problem, OrderProblem):
+            raise kopf.AdmissionError(f"{problem.reason}: {problem.message}", code=422)
 
 
 async def _round_or_retry(controller: Controller) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from exportd import exportrequest as er
-from exportd.catalog import Catalog
+from exportd.catalog import Catalog, ExportType
 from exportd.delivery import failure_conditions
 from exportd.errors import ExportdError
 from exportd.operator.admission import Candidate, Limits, RequestKey, admit
@@ -259,15 +259,33 @@ def _without_job(view: RequestView, ctx: RoundContext) -> Decision | _Waiting:
     if view.status.job_name:
         message = f"Job {view.status.job_name} disappeared before it finished"
         return _failed("JobNotFound", message, ctx), None
-    try:
-        spec = er.export_spec_from_body(view.body)
-        export_type = ctx.catalog.get(spec.type)
-        ctx.catalog.bind(spec.type, dict(spec.variables))
-    except ValidationError as exc:
-        return _failed("InvalidSpec", _validation_message(exc), ctx), None
-    except ExportdError as exc:
-        return _failed(exc.reason, exc.described(), ctx), None
+    checked = check_order(view.body, ctx.catalog)
+    if isinstance(checked, OrderProblem):
+        return _failed(checked.reason, checked.message, ctx), None
+    spec, export_type = checked
     return _Waiting(view, spec, export_type.timeout_seconds)
+
+
+@dataclass(frozen=True)
+class OrderProblem:
+    reason: str
+    message: str
+
+
+def check_order(
+    body: Mapping[str, Any], catalog: Catalog
+) -> tuple[ExportSpec, ExportType] | OrderProblem:
+    """The request's order checked against the schema and the catalog (type, variables): what
+    a round fails a request for, and what the admission webhook refuses it for at apply time."""
+    try:
+        spec = er.export_spec_from_body(body)
+        export_type = catalog.get(spec.type)
+        catalog.bind(spec.type, dict(spec.variables))
+    except ValidationError as exc:
+        return OrderProblem("InvalidSpec", _validation_message(exc))
+    except ExportdError as exc:
+        return OrderProblem(exc.reason, exc.described())
+    return spec, export_type
 
 
 def _validation_message(exc: ValidationError) -> str:
