@@ -587,13 +587,13 @@ class OperatorSettings(CommonSettings):
     webhook_port: int = Field(
         9443, ge=1, le=65535, description="Port of the validating admission webhook (HTTPS)."
     )
-    webhook_cert_file: Path | None = Field(
+    webhook_cert_path: Path | None = Field(
         None,
         description="TLS certificate of the validating admission webhook, which refuses an "
         "ExportRequest whose type or variables the catalog rejects before it is stored. "
         "Unset: no webhook (requests are still checked, and failed, by the operator).",
     )
-    webhook_key_file: Path | None = Field(None, description="Private key of `webhook_cert_file`.")
+    webhook_key_path: Path | None = Field(None, description="Private key of `webhook_cert_path`.")
     liveness_stall_seconds: float = Field(
         300.0,
         gt=0,

@@ -65,7 +65,7 @@ async def test_a_bad_request_is_refused_at_apply_time_and_never_stored(
     cluster.api.admission.append(validating_webhook(url, ca_file))
     kubectl = Kubectl(kube_tools_dir() / "kubectl", tmp_path / "home", cluster.url)
     operator = await cluster.start_operator(
-        webhook_port=port, webhook_cert_file=cert_file, webhook_key_file=key_file
+        webhook_port=port, webhook_cert_path=cert_file, webhook_key_path=key_file
     )
     try:
         await wait_listening(port, ca_file)

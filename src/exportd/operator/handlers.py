@@ -130,14 +130,14 @@ def register(
         pin_kopf_settings(settings)
         if tuning is not None:
             tuning(settings)
-        if runtime.settings.webhook_cert_file is not None:
+        if runtime.settings.webhook_cert_path is not None:
             # Serves the validate handler below; the ValidatingWebhookConfiguration that
             # points the apiserver at it (and its CA bundle) is the chart's.
             settings.admission.server = kopf.WebhookServer(
                 addr="0.0.0.0",  # noqa: S104 - the apiserver reaches it through a Service
                 port=runtime.settings.webhook_port,
-                certfile=str(runtime.settings.webhook_cert_file),
-                pkeyfile=str(runtime.settings.webhook_key_file or ""),
+                certfile=str(runtime.settings.webhook_cert_path),
+                pkeyfile=str(runtime.settings.webhook_key_path or ""),
             )
         runtime.client = ApiClient(await cluster.configuration())
         runtime.api = KubeApi(runtime.client, runtime.settings.namespace)
@@ -209,7 +209,7 @@ def register(
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
 
-    if settings.webhook_cert_file is not None:
+    if settings.webhook_cert_path is not None:
         register_webhook(registry, settings)
     register_operations(registry, settings, runtime)  # metrics, housekeeping timer
     return runtime
