@@ -36,6 +36,9 @@ from exportd.spec import utc_now
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX_SECONDS = 60.0
+# A full listing now and then, in case a deletion fell into a gap between two watch streams
+# (a re-opened watch lists what exists, but cannot report what vanished meanwhile).
+RELIST_SECONDS = 600.0
 
 
 class RoundFailed(Exception):
@@ -55,6 +58,7 @@ class Controller:
         self.cache = cache if cache is not None else ClusterCache()
         self.last_success: float | None = None  # monotonic time of the last clean round
         self.started = time.monotonic()
+        self._primed_at = self.started
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._started = 0
@@ -98,7 +102,7 @@ class Controller:
     async def _round(self) -> None:
         self._started += 1
         try:
-            if not self.cache.primed:
+            if not self.cache.primed or time.monotonic() - self._primed_at > RELIST_SECONDS:
                 await self._prime()
             jobs = self.cache.jobs.values()
             requests = await self._with_results(self.cache.requests.values(), jobs)
@@ -118,6 +122,7 @@ class Controller:
         self.cache.jobs.replace_all(await self.api.list_jobs())  # before requests, see below
         self.cache.requests.replace_all(await self.api.list_requests())
         self.cache.primed = True
+        self._primed_at = time.monotonic()
 
     async def _with_results(
         self, requests: list[dict[str, Any]], jobs: list[dict[str, Any]]
