@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,22 @@ def _pip(*args: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def install_recipe(image: Image) -> bytes:
+    """What decides an image's venv: the extras file and the runtime requirements in
+    pyproject.toml (not the test or bench extras, which no image installs)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = {
+        name: deps
+        for name, deps in project["optional-dependencies"].items()
+        if name not in ("test", "bench")
+    }
+    recipe = {"dependencies": project["dependencies"], "extras": extras}
+    return json.dumps(recipe, sort_keys=True).encode() + image.extras_file.read_bytes()
+
+
 def image_venv(image: Image) -> Path:
     """The image's venv, as scripts/image-build.sh builds it (no pip inside, ``.[EXTRAS]``)."""
-    recipe = (ROOT / "pyproject.toml").read_bytes() + image.extras_file.read_bytes()
-    digest = hashlib.sha256(recipe + sys.version.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(install_recipe(image) + sys.version.encode()).hexdigest()[:16]
     venv = VENVS / f"{image.name}-{digest}"
     if not venv.exists():
         building = VENVS / f".{venv.name}.{os.getpid()}"
