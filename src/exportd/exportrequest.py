@@ -94,6 +94,17 @@ class ExportRequestSpec(ExportRequestBody):
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
 
 
+def expired_condition(expired_at: str) -> dict[str, Any]:
+    """The ``Expired`` condition of a request whose file housekeeping deleted at ``expired_at``."""
+    return {
+        "type": CONDITION_EXPIRED,
+        "status": "True",
+        "reason": "FileRetention",
+        "message": "the file was deleted after its retention; the request is kept",
+        "lastTransitionTime": expired_at,
+    }
+
+
 def created_by_api(body: Mapping[str, Any]) -> bool:
     labels = metadata(body).get("labels") or {}
     return bool(labels.get(LABEL_MANAGED_BY) == API_MANAGER)
@@ -153,6 +164,7 @@ class RequestStatus(_StatusModel):
     message: str | None = None
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    expired_at: str | None = None
     progress: Progress | None = None
     result: ExportResult | None = None
     result_signature: str | None = None

@@ -398,3 +398,19 @@ def test_a_terminal_request_with_a_job_still_running_has_it_deleted() -> None:
     body = request("r1", status={"phase": "Cancelled", "jobName": "x"})
     job = job_for(body)
     assert plan_round([body], [job], context()).delete == [("ns", job["metadata"]["name"])]
+
+
+def test_a_round_keeps_the_expired_condition_housekeeping_recorded() -> None:
+    """Housekeeping records the expiry as ``expiredAt``; a round that planned from a view
+    without the Expired condition (its list replaced it) restores it from that field."""
+    body = request(
+        "r1",
+        status={
+            "phase": "Succeeded",
+            "completedAt": "2025-03-01T00:00:00Z",
+            "expiredAt": "2025-03-04T00:00:00Z",
+        },
+    )
+    status = only_patch(plan_round([body], [], context()), "r1")
+    expired = [c for c in status["conditions"] if c["type"] == "Expired"]
+    assert expired == [er.expired_condition("2025-03-04T00:00:00Z")]

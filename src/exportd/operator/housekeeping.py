@@ -82,11 +82,14 @@ class RequestHousekeeper:
                 metrics.HOUSEKEEPING_ITEMS.labels(action="request_deleted").inc()
                 log.info("deleted ExportRequest %s/%s past its retention", namespace, name)
             return action
-        forget = {"objectKey": None, "url": None, "expiresAt": None}
-        expired = _expired_conditions(body)
-        if await self.runtime.api.patch_request_status(
+        stamp = er.rfc3339(utc_now())
+        forget = {"objectKey": None, "url": None, "expiresAt": None, "expiredAt": stamp}
+        expired = _expired_conditions(body, stamp)
+        written = await self.runtime.api.patch_request_status(
             namespace, name, {"status": forget | {"conditions": expired}}
-        ):
+        )
+        if written is not None:
+            self.runtime.cache.requests.put(written)  # the next round sees the expiry
             metrics.HOUSEKEEPING_ITEMS.labels(action="file_deleted").inc()
         return action
 
@@ -115,21 +118,14 @@ class RequestHousekeeper:
         return True
 
 
-def _expired_conditions(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _expired_conditions(body: Mapping[str, Any], expired_at: str) -> list[dict[str, Any]]:
     """The request's conditions with ``Expired`` True (the list is replaced as a whole)."""
     kept = [
         dict(c)
         for c in ((body.get("status") or {}).get("conditions") or [])
         if c.get("type") != er.CONDITION_EXPIRED
     ]
-    expired = {
-        "type": er.CONDITION_EXPIRED,
-        "status": "True",
-        "reason": "FileRetention",
-        "message": "the file was deleted after its retention; the request is kept",
-        "lastTransitionTime": er.rfc3339(utc_now()),
-    }
-    return [*kept, expired]
+    return [*kept, er.expired_condition(expired_at)]
 
 
 def register_housekeeping(

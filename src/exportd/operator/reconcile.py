@@ -76,6 +76,7 @@ OPERATOR_FIELDS = (
     "message",
     "observedGeneration",
     "conditions",
+    "expiredAt",  # housekeeping's: when the file expired (the Expired condition follows it)
 )
 
 
@@ -441,7 +442,9 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
     desired["format"] = _effective_format(view) or desired.get("format")
     desired["duration"] = _duration(view, desired)
     wanted = [*_lifecycle_conditions(desired), *_delivery_conditions(view, desired)]
-    desired["conditions"] = _conditions(wanted, view.status.conditions, view.generation, now)
+    desired["conditions"] = _conditions(
+        wanted, view.status.conditions, view.generation, now, desired.get("expiredAt")
+    )
     patch = {key: value for key, value in desired.items() if current.get(key) != value}
     if not patch:
         return None
@@ -537,9 +540,11 @@ def _conditions(
     previous: Sequence[er.Condition],
     generation: int,
     now: datetime,
+    expired_at: str | None = None,
 ) -> list[dict[str, Any]]:
     """``wanted`` as stored conditions: a transition time that moves only when the status
-    does, and the generation they describe."""
+    does, and the generation they describe; ``Expired`` when housekeeping set ``expiredAt``
+    (derived from that field, so a round planned before it saw the expiry restores it)."""
     before = {condition.type: condition for condition in previous}
     conditions = []
     for condition in wanted:
@@ -550,8 +555,6 @@ def _conditions(
             condition.model_dump(mode="json", by_alias=True)
             | {"lastTransitionTime": stamp, "observedGeneration": generation}
         )
-    # Expired is housekeeping's (the file is gone); every round keeps it as it is.
-    if er.CONDITION_EXPIRED in before:
-        expired = before[er.CONDITION_EXPIRED]
-        conditions.append(expired.model_dump(mode="json", by_alias=True, exclude_none=True))
+    if expired_at:
+        conditions.append(er.expired_condition(expired_at))
     return conditions
