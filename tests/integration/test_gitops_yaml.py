@@ -59,7 +59,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "e2e-cancel": ("Running", None),
     "e2e-delete": ("Running", None),
     "e2e-late": ("Failed", "DeadlineExceeded"),
-    "e2e-invalid": ("Failed", "InvalidVariables"),
+    "e2e-invalid": ("Failed", "InvalidVariables"),  # refused by the webhook on a cluster
 }
 REFUSED_FOR_YAML_11 = ("unquoted-y", "yaml11")
 
