@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export EXPORTD_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install install-server run token test lint unit integration e2e services system-deps bench clean
+.PHONY: install install-server run token test lint unit integration e2e services system-deps bench bench-operator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,13 +60,7 @@ bench: $(STAMP) services
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/run.py
 
-.PHONY: bench-api
-# The API under load as a whole `exportd serve` process: SQLite, then PostgreSQL + Redis state
-# (see bench/api_load.py; results in bench/API_RESULTS.md); then the same creates against the
-# Kubernetes backend on the test emulator (bench/api_load_kube.py, figures only).
-bench-api: $(STAMP) services
-	$(PY) bench/api_load.py
-	$(PY) bench/api_load_kube.py
+.PHONY: install install-server run token test lint unit integration e2e services system-deps bench bench-operator clean
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache

@@ -6,8 +6,10 @@
 # Each Dockerfile bind-mounts this file into a RUN (BuildKit), never COPYs it: no layer of any
 # image holds it.
 #
-#   image-build.sh venv EXTRAS      build stage, run in the source tree: /opt/exportd holding
-#                                   exportd[EXTRAS] (EXTRAS comma-separated, e.g. api,operator)
+#   image-build.sh venv FILE        build stage, run in the source tree: /opt/exportd holding
+#                                   exportd[EXTRAS], EXTRAS being FILE's one non-comment line
+#                                   (comma-separated, e.g. api,operator): <image>/extras.txt,
+#                                   the image's install set, also installed by the parity test
 #   image-build.sh runtime [HOME]   final stage: no installers, system user 10001:10001; HOME
 #                                   is created and owned by it when given, else /nonexistent
 set -eu
@@ -17,8 +19,10 @@ APP_ID=10001
 VENV=/opt/exportd
 
 venv() {
-  case "$1" in
-    '' | *[!a-z,]*) echo "image-build.sh: bad extras: '$1'" >&2; exit 2 ;;
+  [ -r "$1" ] || { echo "image-build.sh: no extras file: '$1'" >&2; exit 2; }
+  extras=$(grep -v '^#' "$1" | tr -d ' \n')
+  case "$extras" in
+    '' | *[!a-z,]*) echo "image-build.sh: bad extras in $1: '$extras'" >&2; exit 2 ;;
   esac
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
   # The venv is created without pip; the base image's pip installs into it from outside, so
@@ -26,7 +30,7 @@ venv() {
   # is this repository itself: its dependency ranges live in pyproject.toml, the single place
   # versions are kept.
   python -m venv --without-pip "$VENV"
-  python -m pip --python "$VENV/bin/python" install ".[$1]"
+  python -m pip --python "$VENV/bin/python" install ".[$extras]"
 }
 
 runtime() {
@@ -45,8 +49,8 @@ runtime() {
 command="${1:-}"
 [ "$#" -gt 0 ] && shift
 case "$command" in
-  venv) [ "$#" -eq 1 ] || { echo "usage: image-build.sh venv EXTRAS" >&2; exit 2; }; venv "$1" ;;
+  venv) [ "$#" -eq 1 ] || { echo "usage: image-build.sh venv FILE" >&2; exit 2; }; venv "$1" ;;
   runtime) [ "$#" -le 1 ] || { echo "usage: image-build.sh runtime [HOME]" >&2; exit 2; }
     runtime "$@" ;;
-  *) echo "usage: image-build.sh venv EXTRAS | runtime [HOME]" >&2; exit 2 ;;
+  *) echo "usage: image-build.sh venv FILE | runtime [HOME]" >&2; exit 2 ;;
 esac

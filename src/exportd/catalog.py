@@ -33,6 +33,14 @@ from exportd.spec import ExportTypeName, VariableKey, VariableValue
 from exportd.sqlparams import placeholders_in
 
 STRING_MAX_DEFAULT = 1000
+# YAML 1.1 (kubectl, Helm, Argo CD) reads unquoted keys y/yes/on as true and n/no/off as false;
+# JSON turns those into the keys "true" and "false". The CRD's CEL rule on spec.variables says
+# exactly this too (tests/unit/test_exportrequest_crd.py keeps the two equal).
+YAML_BOOLEAN_KEYS = ("true", "false")
+YAML_BOOLEAN_KEY_HINT = (
+    'a variable key "true" or "false" is what YAML 1.1 makes of an unquoted y, n, yes, no, on '
+    'or off: quote the key (e.g. "y": 2)'
+)
 
 
 class VariableKind(StrEnum):
@@ -184,6 +192,15 @@ class Catalog(BaseModel):
     def bind(self, name: str, variables: dict[str, VariableValue]) -> dict[str, Any]:
         """Validate ``variables`` against the type's schema; return typed parameter values."""
         export_type = self.get(name)
+        yaml_booleans = [key for key in YAML_BOOLEAN_KEYS if key in variables]
+        if yaml_booleans and not set(yaml_booleans) <= set(export_type.variables):
+            raise InvalidInput(
+                f"invalid variables for export type {name!r}",
+                reason="InvalidVariables",
+                errors=[
+                    FieldError(f"variables.{key}", YAML_BOOLEAN_KEY_HINT) for key in yaml_booleans
+                ],
+            )
         model = _variables_model(name, export_type)
         try:
             validated = model.model_validate(variables)

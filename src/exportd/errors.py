@@ -50,6 +50,10 @@ class ExportdError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def described(self) -> str:
+        """The message with whatever details the error carries (see :class:`InvalidInput`)."""
+        return self.message
+
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.TRANSIENT if self.retriable else ExitCode.PERMANENT
@@ -62,6 +66,12 @@ class InvalidInput(ExportdError):
     reason: str = "InvalidInput"
     status: int = 422
     errors: list[FieldError] = field(default_factory=list)
+
+    def described(self) -> str:
+        """The message with every offending field and its rule, for a one-line status."""
+        if not self.errors:
+            return self.message
+        return f"{self.message}: " + "; ".join(f"{e.field}: {e.message}" for e in self.errors)
 
 
 @dataclass

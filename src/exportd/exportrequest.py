@@ -6,11 +6,13 @@ a CR's ``status`` into an :class:`~exportd.spec.ExportStatus`. It imports no Kub
 
 Who writes what in ``status`` (merge patches on the status subresource, so writers never clash):
 
-- the operator: ``phase``, ``queuePosition``, ``attempts``, ``jobName``, ``startedAt``,
-  ``completedAt``, ``rows``, ``bytes``, ``sha256``, ``objectKey``, ``url``, ``expiresAt``,
+- the operator: ``phase``, ``format`` (effective), ``duration``, ``queuePosition``,
+  ``attempts``, ``jobName``, ``startedAt``, ``completedAt``, ``rows``, ``bytes``, ``sha256``,
+  ``objectKey``, ``url``, ``expiresAt``,
   ``delivered``, ``reason``, ``message``, ``observedGeneration``, ``conditions``;
-- the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) and
-  ``lastError`` (why its last attempt failed). The operator turns these into the fields above.
+- the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) with
+  ``resultSignature`` (see :mod:`exportd.reports`) and ``lastError`` (why its last attempt
+  failed). The operator turns these into the fields above.
 
 The CR's name is the export id; ``spec`` is the API body plus ``requestedBy``, ``requestedAt`` and
 ``cancel``. A CR written by hand (GitOps) may leave out ``requestedBy`` (its requester is then
@@ -51,6 +53,10 @@ LABEL_REQUESTER = f"{GROUP}/requester"
 LABEL_EXPORT = f"{GROUP}/export"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 GITOPS_REQUESTER_PREFIX = "kubernetes:"
+# The API labels what it creates (LABEL_MANAGED_BY) with this: housekeeping deletes only those;
+# a request applied from Git stays (a GitOps tool would only re-create it and run it again).
+API_MANAGER = "exportd-api"
+CONDITION_EXPIRED = "Expired"
 
 CONDITION_ADMITTED = "Admitted"
 CONDITION_FINISHED = "Finished"
@@ -79,11 +85,35 @@ def requester_label(requested_by: str) -> str:
 
 
 class ExportRequestSpec(ExportRequestBody):
-    """``spec`` of the CR: the API body plus who asked, when, and whether to stop."""
+    """``spec`` of the CR: the API body plus who asked, when, whether to stop, and (optional)
+    how long after finishing the request itself is deleted."""
 
     requested_by: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
     requested_at: datetime | None = None
     cancel: bool = False
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+
+
+def expired_condition(expired_at: str) -> dict[str, Any]:
+    """The ``Expired`` condition of a request whose file housekeeping deleted at ``expired_at``."""
+    return {
+        "type": CONDITION_EXPIRED,
+        "status": "True",
+        "reason": "FileRetention",
+        "message": "the file was deleted after its retention; the request is kept",
+        "lastTransitionTime": expired_at,
+    }
+
+
+def created_by_api(body: Mapping[str, Any]) -> bool:
+    labels = metadata(body).get("labels") or {}
+    return bool(labels.get(LABEL_MANAGED_BY) == API_MANAGER)
+
+
+def ttl_after_finished(body: Mapping[str, Any]) -> int | None:
+    """``spec.ttlSecondsAfterFinished`` when it is a whole number of seconds, else None."""
+    value = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class _StatusModel(BaseModel):
@@ -116,6 +146,8 @@ class RequestStatus(_StatusModel):
     """The CR's ``status`` as stored (all fields optional: a new CR has none)."""
 
     phase: Phase | None = None
+    format: str | None = None
+    duration: str | None = None
     queue_position: int | None = None
     attempts: int | None = None
     job_name: str | None = None
@@ -132,8 +164,10 @@ class RequestStatus(_StatusModel):
     message: str | None = None
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    expired_at: str | None = None
     progress: Progress | None = None
     result: ExportResult | None = None
+    result_signature: str | None = None
     last_error: ReportedError | None = None
 
 

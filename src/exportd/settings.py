@@ -558,12 +558,28 @@ class ExporterSettings(CommonSettings):
         Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
         description="CA bundle that verifies the Kubernetes API (https only).",
     )
+    report_key: SecretStr | None = Field(
+        None,
+        description="Key the `kubernetes` reporter signs the result with (set by the operator "
+        "per Job: the operator trusts a result only with its request's own key).",
+    )
 
 
 class OperatorSettings(CommonSettings):
     """Settings of the kopf operator."""
 
     namespace: str | None = None
+    report_secret: SecretStr | None = Field(
+        None,
+        description="Secret (operator only) each export Job's report key is derived from: a "
+        "pod can then report a result only for its own ExportRequest. Unset: derived from "
+        "`signing_key`, which export pods that hold it could use to forge reports.",
+    )
+
+    def resolved_report_secret(self) -> str | None:
+        secret = self.report_secret or self.signing_key
+        return None if secret is None else secret.get_secret_value()
+
     exporter_image: str = "ghcr.io/exportd/exporter:0.1.0"
     max_running_jobs: int = Field(4, ge=1)
     max_running_per_requester: int = Field(2, ge=1)
@@ -624,6 +640,22 @@ class OperatorSettings(CommonSettings):
     )
     liveness_port: int = Field(
         8080, ge=1, le=65535, description="Port of the operator's /healthz liveness endpoint."
+    )
+    webhook_port: int = Field(
+        9443, ge=1, le=65535, description="Port of the validating admission webhook (HTTPS)."
+    )
+    webhook_cert_path: Path | None = Field(
+        None,
+        description="TLS certificate of the validating admission webhook, which refuses an "
+        "ExportRequest whose type or variables the catalog rejects before it is stored. "
+        "Unset: no webhook (requests are still checked, and failed, by the operator).",
+    )
+    webhook_key_path: Path | None = Field(None, description="Private key of `webhook_cert_path`.")
+    liveness_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="/healthz fails (500) when no reconcile round has finished for this long "
+        "(rounds run at least every `resync_seconds`): a stalled operator gets restarted.",
     )
     metrics_port: int = Field(
         0,

@@ -42,6 +42,7 @@ class Server:
     sample_db: Path
     settings_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    executable: Path = EXPORTD  # `exportd` of this venv, or of an image's venv
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +75,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(EXPORTD), "serve"],
+                [str(self.executable), "serve"],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import duckdb
 import pytest
 
+from exportd.catalog import YAML_BOOLEAN_KEY_HINT
 from exportd.settings import SmtpConfig
 from tests.integration.conftest import SEED_BODY, Api, auth
 
@@ -57,6 +58,29 @@ async def test_bad_variables_are_422_naming_the_variable(
     """Variables are checked against the catalog schema before any record exists: injection
     text in an integer variable, out of range, missing, or unknown -> 422 naming it."""
     await assert_422_naming(api, {**SEED_BODY, "variables": variables}, field)
+
+
+@pytest.mark.parametrize(
+    ("variables", "field", "rule"),
+    [
+        ({"x": 9, "y": 2}, "variables.x", "less than or equal to 5"),
+        ({"x": 1}, "variables.y", "Field required"),
+        ({"x": "a", "y": 2}, "variables.x", "valid integer"),
+        ({"x": 1, "true": 2}, "variables.true", YAML_BOOLEAN_KEY_HINT),
+    ],
+)
+async def test_a_bad_variable_problem_names_the_variable_and_the_rule(
+    api: Api, variables: dict[str, Any], field: str, rule: str
+) -> None:
+    """Out of range, missing, wrong type, and the key YAML 1.1 makes of an unquoted y: the
+    problem's ``errors[]`` holds the variable's field and a message saying which rule failed."""
+    response = await api.client.post(
+        "/v1/exports", json={**SEED_BODY, "variables": variables}, headers=auth("alice")
+    )
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    messages = {error["field"]: error["message"] for error in problem["errors"]}
+    assert rule in messages[field], problem
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """Kubernetes mode: the operator's housekeeping timer and its metrics, on the test cluster.
 
-Finished ExportRequests past their retention are deleted with their files; those past the file
-retention lose only their file and link; fresh ones are left alone. A real export run through a
+Finished ExportRequests the API created are deleted with their files past the record retention;
+those applied from outside the API (GitOps) are never deleted by retention, only their file
+expires (condition Expired); spec.ttlSecondsAfterFinished deletes any request; those past the
+file retention lose only their file and link; fresh ones are left alone. A real export run through a
 Job is counted once in ``exportd_exports_total`` from the figures on its status, and reconcile
 rounds are counted and timed.
 """
@@ -30,10 +32,18 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def finished_request(
-    cluster: LocalCluster, name: str, days_ago: float, *, with_file: bool
+    cluster: LocalCluster,
+    name: str,
+    days_ago: float,
+    *,
+    with_file: bool,
+    by_api: bool = False,
+    spec: dict[str, Any] = SPEC,
 ) -> Path:
-    """A request that finished ``days_ago`` (status written as the operator would have)."""
-    await cluster.create_request(name, SPEC)
+    """A request that finished ``days_ago`` (status written as the operator would have),
+    labelled as the API labels what it creates when ``by_api``."""
+    labels = {er.LABEL_MANAGED_BY: er.API_MANAGER} if by_api else None
+    await cluster.create_request(name, spec, labels)
     key = f"exports/{name}/u.csv"
     path = cluster.data_dir / "files" / key
     status: dict[str, Any] = {
@@ -53,10 +63,18 @@ async def finished_request(
     return path
 
 
+def conditions_of(cluster: LocalCluster, name: str) -> dict[str, str]:
+    status = (cluster.request(name) or {}).get("status") or {}
+    return {c["type"]: c["status"] for c in status.get("conditions") or []}
+
+
 async def test_the_timer_deletes_expired_requests_and_files_and_keeps_the_rest(
     cluster: LocalCluster,
 ) -> None:
-    old = await finished_request(cluster, "exp-old", RECORD_DAYS + 1, with_file=True)
+    old = await finished_request(cluster, "exp-old", RECORD_DAYS + 1, with_file=True, by_api=True)
+    applied = await finished_request(cluster, "exp-applied", RECORD_DAYS + 1, with_file=True)
+    ttl_spec = {**SPEC, "ttlSecondsAfterFinished": 60}
+    ttl = await finished_request(cluster, "exp-ttl", 1, with_file=True, spec=ttl_spec)
     expiring = await finished_request(cluster, "exp-expiring", FILE_DAYS + 1, with_file=True)
     fresh = await finished_request(cluster, "exp-fresh", 1, with_file=True)
     deleted_before = sample("exportd_housekeeping_items_total", action="request_deleted")
@@ -69,6 +87,8 @@ async def test_the_timer_deletes_expired_requests_and_files_and_keeps_the_rest(
     operator = await cluster.start_operator(housekeeping_interval_seconds=3600)
     try:
         await cluster.until(lambda: cluster.request("exp-old") is None)
+        await cluster.until(lambda: cluster.request("exp-ttl") is None)
+        await cluster.until(lambda: "Expired" in conditions_of(cluster, "exp-applied"))
         await cluster.until(
             lambda: "objectKey" not in ((cluster.request("exp-expiring") or {}).get("status") or {})
         )
@@ -88,6 +108,13 @@ async def test_the_timer_deletes_expired_requests_and_files_and_keeps_the_rest(
         await operator.stop()
 
     assert not old.exists() and not expiring.exists() and fresh.exists()
+    assert not applied.exists() and not ttl.exists()
+    # Applied from Git: still there (a GitOps tool would re-create it and run it again), its
+    # file expired and said so, and the reconcile rounds since kept that condition.
+    kept_applied = cluster.request("exp-applied") or {}
+    assert kept_applied["status"]["phase"] == "Succeeded"
+    assert "objectKey" not in kept_applied["status"] and "url" not in kept_applied["status"]
+    assert conditions_of(cluster, "exp-applied")["Expired"] == "True"
     kept = cluster.request("exp-expiring")
     assert kept is not None
     assert kept["status"]["phase"] == "Succeeded" and kept["status"]["rows"] == 1
@@ -95,9 +122,9 @@ async def test_the_timer_deletes_expired_requests_and_files_and_keeps_the_rest(
     fresh_status = (cluster.request("exp-fresh") or {}).get("status") or {}
     assert fresh_status["objectKey"] == "exports/exp-fresh/u.csv"
     assert sample("exportd_housekeeping_items_total", action="request_deleted") == (
-        deleted_before + 1
+        deleted_before + 2
     )
-    assert sample("exportd_housekeeping_items_total", action="file_deleted") == files_before + 1
+    assert sample("exportd_housekeeping_items_total", action="file_deleted") == files_before + 2
     assert sample("exportd_operator_reconciles_total") > rounds_before
     assert sample("exportd_operator_reconcile_duration_seconds_count") > 0
     rows = sample("exportd_export_rows_sum", type="userExport", format="csv")

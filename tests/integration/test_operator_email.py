@@ -85,6 +85,8 @@ async def test_an_emailed_export_is_delivered_and_says_so_on_the_request(
     assert status["phase"] == "Succeeded", (status.get("reason"), status.get("message"))
     assert status["delivered"] is True and "url" not in status
     assert conditions(body) == {
+        "Ready": ("True", "Succeeded"),
+        "Complete": ("True", "Succeeded"),
         "Admitted": ("True", "JobCreated"),
         "Finished": ("True", "Succeeded"),
         "Delivered": ("True", "Sent"),

@@ -8,6 +8,7 @@ KUBECONFIG and its cache in the test's tmp directory.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import kmock
@@ -27,7 +28,6 @@ metadata:
   name: menus-by-muscle
 spec:
   type: menuCategoriesByMuscle
-  format: csv
   fileName: menus.csv
   variables: {a: muscle1, b: muscle2}
 """
@@ -66,7 +66,8 @@ async def test_kubectl_get_exportrequests_shows_the_printer_columns(
     cluster: LocalCluster, kubectl_binary: Path, tmp_path: Path
 ) -> None:
     """A request applied with kubectl is run by the operator; `kubectl get exportrequests`
-    shows Type, Format, Phase, Rows and Age, and `-o wide` the link and its expiry."""
+    shows Type, Format, Phase, Rows, Duration and Age, and `-o wide` the link and its expiry;
+    Format is the effective one, also when the YAML leaves it to the file name."""
     kubectl = Kubectl(kubectl_binary, tmp_path / "home", cluster.url)
     operator = await cluster.start_operator()
     applied = await kubectl.run("apply", "--validate=false", "-f", "-", stdin=REQUEST_YAML)
@@ -78,12 +79,14 @@ async def test_kubectl_get_exportrequests_shows_the_printer_columns(
     assert listed.returncode == 0, listed.stderr
     shown = columns(listed.stdout)
     rows = str(body["status"]["rows"])
-    assert shown | {"AGE": ""} == {
+    assert re.fullmatch(r"(\d+m)?\d+s", shown["DURATION"]), shown
+    assert shown | {"AGE": "", "DURATION": ""} == {
         "NAME": "menus-by-muscle",
         "TYPE": "menuCategoriesByMuscle",
         "FORMAT": "csv",
         "PHASE": "Succeeded",
         "ROWS": rows,
+        "DURATION": "",
         "AGE": "",
     }
     wide = columns((await kubectl.run("get", "exr", "-o", "wide")).stdout)

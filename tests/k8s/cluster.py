@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ SERVED_GROUPS = frozenset({"", "batch", "apiextensions.k8s.io", "events.k8s.io"}
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
+ApiServerT = TypeVar("ApiServerT", bound=ApiServer)
 
 # Export types the tests add to the shipped catalog.
 TEST_TYPES: dict[str, Any] = {
@@ -156,13 +158,18 @@ class LocalCluster:
         values.update(overrides)
         return OperatorSettings(**values)
 
-    def operator(self, clock: Clock = utc_now, **overrides: Any) -> OperatorThread:
-        return OperatorThread(self.operator_settings(**overrides), self.url, clock)
+    def operator(
+        self, clock: Clock = utc_now, liveness: str | None = None, **overrides: Any
+    ) -> OperatorThread:
+        settings = self.operator_settings(**overrides)
+        return OperatorThread(settings, self.url, clock, liveness)
 
-    async def start_operator(self, clock: Clock = utc_now, **overrides: Any) -> OperatorThread:
+    async def start_operator(
+        self, clock: Clock = utc_now, liveness: str | None = None, **overrides: Any
+    ) -> OperatorThread:
         """Start the operator and return once it watches requests and its Jobs (kopf's ready
         flag comes earlier, before its API discovery, which must not be cut short)."""
-        operator = self.operator(clock, **overrides)
+        operator = self.operator(clock, liveness, **overrides)
         operator.start()
         await operator.wait_ready()
         requests = (str(kmock.resource(REQUESTS)), "")
@@ -175,8 +182,11 @@ class LocalCluster:
             raise TimeoutError(f"the operator never watched; open watches: {watching}") from exc
         return operator
 
-    async def create_request(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": er.API_VERSION, "kind": er.KIND, "metadata": {"name": name}}
+    async def create_request(
+        self, name: str, spec: Mapping[str, Any], labels: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, **({"labels": dict(labels)} if labels else {})}
+        body = {"apiVersion": er.API_VERSION, "kind": er.KIND, "metadata": metadata}
         body["spec"] = dict(spec)
         async with self.session.post(REQUESTS_URL, json=body) as response:
             assert response.status == 201, await response.text()
@@ -217,9 +227,9 @@ class LocalCluster:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def new_apiserver() -> ApiServer:
-    """An emulator serving the built-in groups in use (no CRDs yet)."""
-    api = ApiServer()
+def new_apiserver(kind: type[ApiServerT] = ApiServer) -> ApiServerT:  # type: ignore[assignment]
+    """An emulator (of class ``kind``) serving the built-in groups in use (no CRDs yet)."""
+    api = kind()
     with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated call
         warnings.simplefilter("ignore", DeprecationWarning)
         api.resources.load_bundled()
@@ -251,14 +261,19 @@ async def _seed(session: aiohttp.ClientSession, setup: ExportSetup) -> None:
 
 @asynccontextmanager
 async def local_cluster(
-    workdir: Path, sample_db: Path, *, setup: ExportSetup | None = None
+    workdir: Path,
+    sample_db: Path,
+    *,
+    setup: ExportSetup | None = None,
+    exporter_python: str = sys.executable,
 ) -> AsyncIterator[LocalCluster]:
     """A cluster under ``workdir``; ``setup`` defaults to a data directory and the test
-    catalog there, the sample database, and the test signing key."""
+    catalog there, the sample database, and the test signing key. Export pods run their
+    ``python`` as ``exporter_python`` (this interpreter, or an image's venv)."""
     if setup is None:
         setup = ExportSetup(workdir / "data", write_catalog(workdir / "catalog"), sample_db)
     setup.data_dir.mkdir(parents=True, exist_ok=True)
-    api = new_apiserver()
+    api: ApiServer = new_apiserver()
     async with api, kmock.Server(api) as server:
         url = str(server.url).rstrip("/")
         # Inside a pod the exporter finds the API at kubernetes.default.svc with its token;
@@ -270,7 +285,8 @@ async def local_cluster(
         try:
             async with aiohttp.ClientSession(base_url=url) as session:
                 await _seed(session, setup)
-                async with Kubelet(url, workdir / "pods", node_env=node_env) as kubelet:
+                kubelet = Kubelet(url, workdir / "pods", node_env=node_env, python=exporter_python)
+                async with kubelet:
                     yield LocalCluster(api, url, kubelet, setup, session)
             await _no_watch_left(api)
         finally:

@@ -20,8 +20,9 @@ when anything but metadata and status changes; finalizers delay deletion; creati
 CustomResourceDefinition serves its resource (as ``kubectl apply -f crds/`` does on a cluster).
 
 Deliberately NOT done, like kmock: owner-reference garbage collection (an owned Job outlives its
-owner), CRD schema validation, pruning and defaulting, admission. Code under test must not
-depend on them.
+owner), CRD schema validation (no CEL), pruning and defaulting. Code under test must not
+depend on them. Admission on create is what a test installs (``ApiServer.admission``): a refusal
+like a ResourceQuota's, or a call to a real validating webhook.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import json
 import random
 import string
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -113,6 +114,9 @@ class Broadcast:
             await asyncio.wait_for(self._event.wait(), timeout)
 
 
+AdmissionHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     bookmark_seconds: float = BOOKMARK_SECONDS_DEFAULT
@@ -128,6 +132,10 @@ class ApiServer(kmock.KubernetesEmulator):
     # one open past its own shutdown is named by ``open_watches()``.
     _watchers: dict[int, str] = attrs.field(factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    # Admission on create, run like the apiserver's before anything is stored: each hook gets
+    # the resource ("batch/v1/jobs") and the object, and may refuse it by raising ApiError (a
+    # ResourceQuota, a policy, or a validating webhook called over HTTP).
+    admission: list[AdmissionHook] = attrs.field(factory=list, init=False)
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -268,6 +276,12 @@ class ApiServer(kmock.KubernetesEmulator):
             )
         if namespace is not None:
             meta["namespace"] = namespace
+        resource = request.resource
+        path = "/".join(
+            part for part in (resource.group, resource.version, resource.plural) if part
+        )
+        for hook in self.admission:
+            await hook(path, body)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
         body["apiVersion"] = _api_version(request.resource)

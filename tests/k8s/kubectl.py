@@ -63,11 +63,16 @@ class Kubectl:
 
     async def run(self, *args: str, stdin: str | None = None) -> KubectlResult:
         """Run without blocking the event loop (it may be serving the emulator kubectl talks to)."""
+        return await self._run("--cache-dir", str(self.home / "cache"), *args, stdin=stdin)
+
+    async def plugin(self, *args: str) -> KubectlResult:
+        """``kubectl <plugin> ...``: kubectl allows no flag before a plugin's name."""
+        return await self._run(*args, stdin=None)
+
+    async def _run(self, *args: str, stdin: str | None) -> KubectlResult:
         self.home.mkdir(parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
             str(self.binary),
-            "--cache-dir",
-            str(self.home / "cache"),
             *args,
             env=self._env(),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,

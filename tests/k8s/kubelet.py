@@ -62,6 +62,7 @@ class Kubelet:
     node_env: Mapping[str, str] = field(default_factory=dict)
     claims: Mapping[str, Path] = field(default_factory=dict)
     retry_delay: float = 0.0
+    python: str = sys.executable  # what a container's ``python`` runs (an image's venv)
     attempts: list[Attempt] = field(default_factory=list)
     max_running: int = 0  # most Jobs ever running at once (started, not yet finished)
     _pending: int = 0
@@ -212,7 +213,7 @@ class Kubelet:
         env = await self._environment(job, container, pod, pod_dir)
         command = [*container.get("command", []), *container.get("args", [])]
         if command and command[0] in ("python", "python3"):
-            command[0] = sys.executable
+            command[0] = self.python
         process = await asyncio.create_subprocess_exec(
             *command,
             env=env,

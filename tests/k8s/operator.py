@@ -34,11 +34,16 @@ def quick(settings: kopf.OperatorSettings) -> None:
 
 class OperatorThread:
     def __init__(
-        self, settings: OperatorSettings, server: str, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: OperatorSettings,
+        server: str,
+        clock: Callable[[], datetime] = utc_now,
+        liveness_endpoint: str | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.server = server
+        self.liveness_endpoint = liveness_endpoint  # kopf's /healthz, as in the image
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -82,6 +87,7 @@ class OperatorThread:
                     namespaces=[namespace] if namespace else (),
                     stop_flag=self._stop,
                     ready_flag=self._ready,
+                    liveness_endpoint=self.liveness_endpoint,
                 )
             )
         except BaseException as exc:

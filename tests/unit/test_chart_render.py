@@ -211,7 +211,10 @@ def test_full_values_render_every_optional_part(full_objects: list[dict[str, Any
     } <= kinds(full_objects)
     assert "ClusterRole" not in kinds(full_objects)
     assert "ClusterRoleBinding" not in kinds(full_objects)
-    assert "Secret" not in kinds(full_objects), "secrets are referenced, never created"
+    # Secrets are referenced, never created; the one exception is the admission webhook's
+    # serving certificate, which the chart generates (with its CA) when none is given.
+    created = [o["metadata"]["name"] for o in full_objects if o["kind"] == "Secret"]
+    assert all(name.endswith("-operator-webhook-tls") for name in created), created
 
 
 # ---- the CRD --------------------------------------------------------------------------------
@@ -636,6 +639,10 @@ def test_internal_services_are_not_reachable_from_other_namespaces(
     allowed = [values["ingressNamespaceSelector"], values["monitoringNamespaceSelector"]]
     for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
         for rule in policy["spec"].get("ingress", []):
+            if "from" not in rule:
+                # The apiserver calling the admission webhook: no selector can name it.
+                assert rule["ports"] == [{"port": "webhook", "protocol": "TCP"}], rule
+                continue
             assert rule["from"], policy["metadata"]["name"]
             for peer in rule["from"]:
                 if "namespaceSelector" in peer:
@@ -677,3 +684,44 @@ def test_dashboards_dropped_into_files_become_a_sidecar_configmap(
     shipped = {p.name for p in (CHART / "files" / "dashboards").glob("*.json")}
     assert set(config_map["data"]) == shipped | {"exportd-overview.json"}
     kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_admission_webhook_is_wired_with_a_generated_certificate_and_can_be_off(
+    helm: Path, default_objects: list[dict[str, Any]]
+) -> None:
+    """By default the apiserver is pointed at the operator's Service (HTTPS, /validate-request,
+    CREATE of exportrequests in the release namespace) with the CA of the serving certificate
+    the chart generated for that Service, which the operator mounts and serves; the certificate
+    names the Service. ``operator.webhook.enabled=false`` renders none of it."""
+    import base64
+
+    from cryptography import x509
+
+    config = one(default_objects, "ValidatingWebhookConfiguration", NAMESPACE)
+    [hook] = config["webhooks"]
+    service = hook["clientConfig"]["service"]
+    assert (service["path"], service["port"]) == ("/validate-request", 443)
+    assert hook["rules"][0]["resources"] == ["exportrequests"]
+    assert hook["rules"][0]["operations"] == ["CREATE"]
+    assert hook["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+    secret = one(default_objects, "Secret", "-operator-webhook-tls")
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{service['name']}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    operator = one(default_objects, "Deployment", "-operator")
+    [container] = pod_spec(operator)["containers"]
+    env = env_of(container)
+    assert env["EXPORTD_WEBHOOK_CERT_PATH"] == "/etc/exportd/webhook/tls.crt"
+    volumes = {v["name"]: v for v in pod_spec(operator)["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == secret["metadata"]["name"]
+    ports = {
+        p["name"]: p["targetPort"]
+        for p in one(default_objects, "Service", "-operator")["spec"]["ports"]
+    }
+    assert ports["webhook"] == "webhook"
+
+    off = render(helm, "--set", "operator.webhook.enabled=false")
+    assert "ValidatingWebhookConfiguration" not in kinds(off)
+    [container] = pod_spec(one(off, "Deployment", "-operator"))["containers"]
+    assert "EXPORTD_WEBHOOK_CERT_PATH" not in env_of(container)

@@ -19,14 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.images import IMAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-DOCKERFILES = {
-    "api": (ROOT / "api" / "Dockerfile", "api,operator"),
-    "operator": (ROOT / "operator" / "Dockerfile", "operator"),
-    "exporter": (ROOT / "exporter-image" / "Dockerfile", "exporter"),
-}
+DOCKERFILES = {name: (image.dockerfile, image.extras) for name, image in IMAGES.items()}
 BUILD_SCRIPT_PATH = "scripts/image-build.sh"
 BASE_IMAGE = re.compile(r"^FROM python:3\.11\.\d+-slim-bookworm AS (\w+)$", re.MULTILINE)
 PIP_INSTALL = re.compile(r"\bpip (?:--python \S+ )?install\b")
@@ -94,11 +91,14 @@ def build_script_runs(text: str) -> list[list[str]]:
 def test_dockerfile_installs_only_its_extras_and_drops_pip_through_the_shared_script(
     image: str,
 ) -> None:
-    path, extras = DOCKERFILES[image]
+    path = DOCKERFILES[image][0]
     text = path.read_text()
     runtime = final_stage(text)
     build = text[: len(text) - len(runtime)]
-    assert build_script_runs(build) == [["venv", extras]]
+    # The install set is the image's extras file (read by the image parity test too).
+    extras_file = IMAGES[image].extras_file.relative_to(ROOT)
+    assert f"--mount=type=bind,source={extras_file},target=/tmp/extras.txt" in build
+    assert build_script_runs(build) == [["venv", "/tmp/extras.txt"]]
     home = ["/var/lib/exportd"] if image == "api" else []
     assert build_script_runs(runtime) == [["runtime", *home]]
     # Installing and removing happen in the script only; the final stage installs nothing.
@@ -139,7 +139,9 @@ def run_build_script(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedPr
 
 
 def test_build_script_venv_has_no_pip_and_holds_only_the_extras(tmp_path: Path) -> None:
-    proc, calls = run_build_script(tmp_path, "venv", "api,operator")
+    extras = tmp_path / "extras.txt"
+    extras.write_text("# the install set\napi,operator\n")
+    proc, calls = run_build_script(tmp_path, "venv", str(extras))
     assert proc.returncode == 0, proc.stderr
     assert calls.splitlines() == [
         "python -m venv --without-pip /opt/exportd [cache=1]",
@@ -166,12 +168,23 @@ def test_build_script_runtime_drops_installers_and_adds_user_10001(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["venv"], ["venv", ""], ["venv", "api] [x"], ["build", "api"]]
+    "args", [[], ["venv"], ["venv", ""], ["venv", "no-such-file"], ["build", "api"]]
 )
 def test_build_script_refuses_bad_arguments_before_running_anything(
     tmp_path: Path, args: list[str]
 ) -> None:
     proc, calls = run_build_script(tmp_path, *args)
+    assert proc.returncode == 2
+    assert calls == ""
+
+
+def test_build_script_refuses_an_extras_file_that_is_not_a_list_of_extras(
+    tmp_path: Path,
+) -> None:
+    """An extras file holding anything but comma-separated extra names installs nothing."""
+    extras = tmp_path / "extras.txt"
+    extras.write_text("api] [x\n")
+    proc, calls = run_build_script(tmp_path, "venv", str(extras))
     assert proc.returncode == 2
     assert calls == ""
 
@@ -219,6 +232,7 @@ def test_dockerignore_admits_only_the_package_sources() -> None:
         "!LICENSE",
         "!src/",
         f"!{BUILD_SCRIPT_PATH}",
+        *(f"!{image.extras_file.relative_to(ROOT)}" for image in IMAGES.values()),
     }
     dockerfiles = "\n".join(p.read_text() for p, _ in DOCKERFILES.values())
     copied = re.findall(r"^COPY (?!--from)(\S+)", dockerfiles, re.MULTILINE)

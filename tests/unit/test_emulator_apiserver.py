@@ -182,8 +182,9 @@ async def test_a_created_crd_is_discoverable_and_printed_as_a_table(client: Clie
         assert response.headers["Content-Type"].startswith("application/json;as=Table")
         table = await response.json()
     names = [column["name"] for column in table["columnDefinitions"]]
-    assert names[:6] == ["Name", "Type", "Format", "Phase", "Rows", "Age"]
-    assert table["rows"][0]["cells"][:5] == ["a", "t", "csv", None, None]
+    assert names[:7] == ["Name", "Type", "Format", "Phase", "Rows", "Duration", "Age"]
+    # Format is status.format (the effective one, written by the operator): none yet.
+    assert table["rows"][0]["cells"][:5] == ["a", "t", None, None, None]
 
 
 async def test_waiting_returns_once_a_write_makes_the_condition_true(client: Client) -> None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from exportd import exportrequest as er
+from exportd.catalog import YAML_BOOLEAN_KEY_HINT
 from exportd.operator.reconcile import OPERATOR_FIELDS
 from exportd.spec import ExportResult, Phase
 
@@ -106,7 +107,8 @@ def test_status_holds_every_field_the_operator_and_exporter_write(version: dict[
     status = schema_of(version, "status")["properties"]
     model = {field.alias for field in er.RequestStatus.model_fields.values()}
     assert set(status) == model
-    assert set(OPERATOR_FIELDS) | {"progress", "result", "lastError"} == model
+    written = {"progress", "result", "resultSignature", "lastError"}  # by the exporter
+    assert set(OPERATOR_FIELDS) | written == model
     assert status["phase"]["enum"] == [phase.value for phase in Phase]
     results = {field.alias for field in ExportResult.model_fields.values()}
     assert set(status["result"]["properties"]) == results
@@ -118,7 +120,8 @@ def test_printer_columns_show_type_format_phase_rows_age_then_link_and_expiry(
 ) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     main = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert main == ["Type", "Format", "Phase", "Rows", "Age"]
+    assert main == ["Type", "Format", "Phase", "Rows", "Duration", "Age"]
+    assert columns["Format"]["jsonPath"] == ".status.format"  # the effective one
     assert columns["URL"]["priority"] == columns["Expires"]["priority"] == 1
     assert columns["Expires"]["type"] == "string"  # a date column cannot show a future time
     assert columns["Age"]["type"] == "date"
@@ -126,3 +129,46 @@ def test_printer_columns_show_type_format_phase_rows_age_then_link_and_expiry(
         path = column["jsonPath"].lstrip(".").split(".")
         if path[0] in ("spec", "status"):
             schema_of(version, *path)  # the column reads a field the schema has
+
+
+def test_every_property_has_a_description(version: dict[str, Any]) -> None:
+    """``kubectl explain exportrequest.<field>`` has something to say for every field."""
+    missing = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            if not child.get("description"):
+                missing.append(f"{path}{name}")
+            walk(child, f"{path}{name}.")
+            if "items" in child:
+                walk(child["items"], f"{path}{name}[].")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "accepted"),
+    [
+        ({"x": 1, "true": 2}, False),  # kubectl's YAML 1.1 for {x: 1, y: 2}
+        ({"a": 1, "false": 2}, False),  # ... for {a: 1, n: 2}
+        ({"on": 1}, True),  # what a quoted key sends
+        ({"x": 1, "y": 2}, True),
+        ({}, True),
+    ],
+)
+def test_the_crd_refuses_variable_keys_yaml_turned_into_booleans(
+    version: dict[str, Any], sent: dict[str, Any], accepted: bool
+) -> None:
+    """The CEL rule on spec.variables, evaluated by a CEL interpreter on what kubectl sends for
+    variables written in YAML 1.1 (unquoted y/n arrive as the keys "true"/"false", as
+    test_gitops_yaml.py shows with kubectl itself): those fail with the same hint the operator
+    and the API give (exportd.catalog.YAML_BOOLEAN_KEY_HINT), quoted keys pass."""
+    import celpy
+
+    rules = schema_of(version, "spec", "variables")["x-kubernetes-validations"]
+    [rule] = [r for r in rules if "'true'" in r["rule"]]
+    assert rule["message"] == YAML_BOOLEAN_KEY_HINT
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule["rule"]))
+    assert bool(program.evaluate({"self": celpy.json_to_cel(sent)})) is accepted

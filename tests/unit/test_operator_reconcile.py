@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from exportd import exportrequest as er
-from exportd.catalog import Catalog
+from exportd.catalog import YAML_BOOLEAN_KEY_HINT, Catalog
 from exportd.operator.admission import Limits
 from exportd.operator.jobs import JobTemplate, RequestRef, job_name, plan_job
 from exportd.operator.reconcile import RoundContext, RoundPlan, plan_round
@@ -138,6 +138,7 @@ def test_a_new_request_gets_its_planned_job_and_becomes_running() -> None:
     assert status["phase"] == "Running" and status["jobName"] == job_name(ref(body))
     assert status["startedAt"] == "2025-03-04T12:00:00Z" and status["attempts"] == 0
     assert conditions(status) == {
+        "Ready": ("False", "Running"),
         "Admitted": ("True", "JobCreated"),
         "Finished": ("False", "Running"),
     }
@@ -157,7 +158,7 @@ def test_over_the_limit_requests_queue_in_order_and_a_settled_round_writes_nothi
 
 
 def test_a_finished_job_frees_its_slot_for_the_first_in_the_queue() -> None:
-    done = running("r0", result=RESULT)
+    done = running("r0", result={**RESULT, "objectKey": "exports/r0/u.csv"})
     waiting = [
         request(f"q{i}", status={"phase": "Queued", "queuePosition": i + 1}) for i in range(2)
     ]
@@ -317,7 +318,32 @@ def test_an_invalid_order_fails_without_a_job(spec: dict[str, Any], reason: str)
     assert plan.create == []
     status = only_patch(plan, "r1")
     assert (status["phase"], status["reason"]) == ("Failed", reason)
-    assert conditions(status) == {"Admitted": ("False", "Failed"), "Finished": ("True", "Failed")}
+    assert conditions(status) == {
+        "Ready": ("False", "Failed"),
+        "Failed": ("True", reason),
+        "Stalled": ("True", reason),
+        "Admitted": ("False", "Failed"),
+        "Finished": ("True", "Failed"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"x": 9, "y": 1}, "variables.x: Input should be less than or equal to 5"),
+        ({"x": 1}, "variables.y: Field required"),
+        ({"x": 1, "true": 2}, f"variables.true: {YAML_BOOLEAN_KEY_HINT}"),
+    ],
+)
+def test_an_invalid_variable_is_named_with_its_rule_in_the_status_message(
+    variables: dict[str, Any], named: str
+) -> None:
+    """The CR's message says which variable broke which rule (the API's errors[] as one line),
+    including the hint to quote a key YAML 1.1 turned into "true"."""
+    plan = plan_round([request("r1", spec={"variables": variables})], [], context())
+    status = only_patch(plan, "r1")
+    assert status["reason"] == "InvalidVariables"
+    assert named in status["message"]
 
 
 # ---- cancel and delete --------------------------------------------------------------------
@@ -386,3 +412,19 @@ def test_a_failed_job_whose_result_was_reported_succeeds() -> None:
     assert status["objectKey"] == "exports/r1/users.csv" and status["attempts"] == 3
     assert status["completedAt"] == "2025-03-04T11:29:59Z"
     assert status.get("reason") is None
+
+
+def test_a_round_keeps_the_expired_condition_housekeeping_recorded() -> None:
+    """Housekeeping records the expiry as ``expiredAt``; a round that planned from a view
+    without the Expired condition (its list replaced it) restores it from that field."""
+    body = request(
+        "r1",
+        status={
+            "phase": "Succeeded",
+            "completedAt": "2025-03-01T00:00:00Z",
+            "expiredAt": "2025-03-04T00:00:00Z",
+        },
+    )
+    status = only_patch(plan_round([body], [], context()), "r1")
+    expired = [c for c in status["conditions"] if c["type"] == "Expired"]
+    assert expired == [er.expired_condition("2025-03-04T00:00:00Z")]

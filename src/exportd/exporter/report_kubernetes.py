@@ -31,6 +31,7 @@ from urllib.parse import quote
 from exportd import exportrequest as er
 from exportd.errors import ExitCode, ExportdError
 from exportd.exporter.reporting import Reporter
+from exportd.reports import sign_result
 from exportd.settings import ExporterSettings
 from exportd.spec import ExportResult, utc_now
 
@@ -168,6 +169,10 @@ class KubernetesStatusReporter:
         name = self._require_name()
         try:
             body = er.result_patch(result, utc_now())
+            if self.client.settings.report_key is not None:
+                key = self.client.settings.report_key.get_secret_value()
+                signed = sign_result(key, name, body["status"]["result"])
+                body["status"]["resultSignature"] = signed
             self.client.patch_retrying(name, body, self.attempts, self.retry_delay)
         except StatusNotWritten as exc:
             log.error("the result of %s could not be reported; exiting 75 to retry: %s", name, exc)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,12 +24,13 @@ from kubernetes.aio.client import ApiClient
 from exportd import exportrequest as er
 from exportd.catalog import Catalog
 from exportd.operator.admission import Limits
+from exportd.operator.cache import ClusterCache
 from exportd.operator.connection import Cluster
 from exportd.operator.controller import Controller, RoundFailed
 from exportd.operator.housekeeping import register_operations
 from exportd.operator.jobs import MANAGED_BY, JobTemplate, RequestRef, job_name
 from exportd.operator.kube import KubeApi, KubeError
-from exportd.operator.reconcile import Linker, RoundContext
+from exportd.operator.reconcile import Linker, OrderProblem, RoundContext, check_order
 from exportd.operator.schedules import register_schedules
 from exportd.settings import OperatorSettings
 from exportd.spec import TERMINAL_PHASES, utc_now
@@ -83,6 +84,7 @@ class Runtime:
     client: ApiClient | None = None
     api: KubeApi | None = None
     controller: Controller | None = None
+    cache: ClusterCache = field(default_factory=ClusterCache)  # fed by the watch events below
     loop_task: asyncio.Task[None] | None = None
 
     def context_factory(self) -> Callable[[], RoundContext]:
@@ -90,7 +92,8 @@ class Runtime:
         template = JobTemplate.from_settings(self.settings)
         limits = Limits(self.settings.max_running_jobs, self.settings.max_running_per_requester)
         link = self.linker()
-        return lambda: RoundContext(utc_now(), limits, template, catalog, link)
+        secret = self.settings.resolved_report_secret()
+        return lambda: RoundContext(utc_now(), limits, template, catalog, link, secret)
 
     def linker(self) -> Linker:
         storage = storage_from_settings(self.settings)
@@ -130,9 +133,18 @@ def register(
         pin_kopf_settings(settings)
         if tuning is not None:
             tuning(settings)
+        if runtime.settings.webhook_cert_path is not None:
+            # Serves the validate handler below; the ValidatingWebhookConfiguration that
+            # points the apiserver at it (and its CA bundle) is the chart's.
+            settings.admission.server = kopf.WebhookServer(
+                addr="0.0.0.0",  # noqa: S104 - the apiserver reaches it through a Service
+                port=runtime.settings.webhook_port,
+                certfile=str(runtime.settings.webhook_cert_path),
+                pkeyfile=str(runtime.settings.webhook_key_path or ""),
+            )
         runtime.client = ApiClient(await cluster.configuration())
         runtime.api = KubeApi(runtime.client, runtime.settings.namespace)
-        runtime.controller = Controller(runtime.api, runtime.context_factory())
+        runtime.controller = Controller(runtime.api, runtime.context_factory(), runtime.cache)
         runtime.loop_task = asyncio.create_task(
             runtime.controller.run(runtime.settings.resync_seconds), name="exportd-reconcile"
         )
@@ -146,10 +158,20 @@ def register(
         if runtime.client is not None:
             await runtime.client.close()  # type: ignore[no-untyped-call]
 
-    @kopf.on.probe(registry=registry, id="secondsSinceReconcile")
+    # kopf answers /healthz with 500 when a probe fails: a stalled reconcile loop (a round
+    # hanging on the API, or failing for longer than the limit) or a dead one gets the pod
+    # restarted, instead of an operator that looks alive and does nothing.
+    @kopf.on.probe(registry=registry, id="secondsSinceReconcile", retries=1)
     def probe(**_: Any) -> float | None:
-        last = runtime.controller.last_success if runtime.controller else None
-        return None if last is None else round(time.monotonic() - last, 1)
+        controller = runtime.controller
+        if controller is None:
+            return None  # starting
+        if runtime.loop_task is not None and runtime.loop_task.done():
+            raise kopf.PermanentError("the reconcile loop has stopped")
+        age = controller.seconds_since_success()
+        if age > runtime.settings.liveness_stall_seconds:
+            raise kopf.PermanentError(f"no reconcile round has finished for {age:.0f} s")
+        return round(age, 1)
 
     # Explicit ids: kopf keeps handler progress under them (exportd.dev/<id> annotations), so
     # they must not change when the code moves.
@@ -177,20 +199,44 @@ def register(
         runtime.controller.poke()  # its slot is free
 
     @kopf.on.event(*resource, registry=registry, id="request-changed")
-    def request_changed(**_: Any) -> None:
+    def request_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        runtime.cache.requests.observe(type, copy.deepcopy(dict(body)))
         if runtime.controller is not None:
             runtime.controller.poke()  # progress to mirror, or a request gone
 
     managed = {er.LABEL_MANAGED_BY: MANAGED_BY}
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, id="job-changed", labels=managed)
-    def job_changed(**_: Any) -> None:
+    def job_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        runtime.cache.jobs.observe(type, copy.deepcopy(dict(body)))
         if runtime.controller is not None:
             runtime.controller.poke()  # a Job started, failed, or finished
 
+    if settings.webhook_cert_path is not None:
+        register_webhook(registry, settings)
     register_operations(registry, settings, runtime)  # metrics, housekeeping timer
     register_schedules(registry, settings, runtime, clock)  # ExportSchedules (tests pass a clock)
     return runtime
+
+
+def register_webhook(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Apply-time validation: ``kubectl apply`` or an Argo CD sync of a request whose type or
+    variables the catalog rejects fails at once, with the message the request would otherwise
+    fail with later (the same check, :func:`~exportd.operator.reconcile.check_order`)."""
+    catalog = Catalog.load(settings.resolved_catalog_path)
+
+    @kopf.on.validate(
+        er.GROUP,
+        er.VERSION,
+        er.PLURAL,
+        registry=registry,
+        id="validate-request",
+        operations=["CREATE"],
+    )
+    def validate(body: kopf.Body, **_: Any) -> None:
+        problem = check_order(body, catalog)
+        if isinstance(problem, OrderProblem):
+            raise kopf.AdmissionError(f"{problem.reason}: {problem.message}", code=422)
 
 
 async def _round_or_retry(controller: Controller) -> None:

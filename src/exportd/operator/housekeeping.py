@@ -14,10 +14,15 @@ Q6 asks for a kopf timer (with peering) or a CronJob. The choice is a **kopf tim
   finished request's timer fires once at startup, so what expired meanwhile goes at once.
 
 Per finished request (``completedAt`` past the retention, see
-:func:`exportd.housekeeping.retention_action`): past ``record_retention_seconds`` its file and
-e-mail marker are deleted, then the request itself (the operator's delete handler removes the
-Job); past ``file_retention_seconds`` only the file, and the status forgets ``objectKey``,
-``url`` and ``expiresAt``. Stuck requests (Running with no Job) need nothing here: every
+:func:`exportd.housekeeping.retention_action`): past ``file_retention_seconds`` its file is
+deleted, the status forgets ``objectKey``, ``url`` and ``expiresAt`` and gains the condition
+``Expired``. Past ``record_retention_seconds`` a request **the API created** (label
+``app.kubernetes.io/managed-by: exportd-api``) is deleted with its file and e-mail marker (the
+operator's delete handler removes the Job). A request applied from outside the API (kubectl,
+Argo CD, Flux) is never deleted by retention: a GitOps tool would re-create it with a new uid
+and the export, e-mail included, would run again; only its file expires. A request with
+``spec.ttlSecondsAfterFinished`` is deleted that long after it finished, whoever created it.
+Stuck requests (Running with no Job) need nothing here: every
 reconcile round fails them as ``JobNotFound``. Finished Jobs go by ``ttlSecondsAfterFinished``.
 """
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -64,7 +70,7 @@ class RequestHousekeeper:
         if finished_at is None:
             return RetentionAction.KEEP
         has_file = status.object_key is not None
-        action = retention_action(finished_at, has_file, utc_now(), self.settings)
+        action = self._action(body, finished_at, has_file)
         if action is RetentionAction.KEEP:
             return action
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
@@ -76,9 +82,27 @@ class RequestHousekeeper:
                 metrics.HOUSEKEEPING_ITEMS.labels(action="request_deleted").inc()
                 log.info("deleted ExportRequest %s/%s past its retention", namespace, name)
             return action
-        forget = {"status": {"objectKey": None, "url": None, "expiresAt": None}}
-        if await self.runtime.api.patch_request_status(namespace, name, forget):
+        stamp = er.rfc3339(utc_now())
+        forget = {"objectKey": None, "url": None, "expiresAt": None, "expiredAt": stamp}
+        expired = _expired_conditions(body, stamp)
+        written = await self.runtime.api.patch_request_status(
+            namespace, name, {"status": forget | {"conditions": expired}}
+        )
+        if written is not None:
+            self.runtime.cache.requests.put(written)  # the next round sees the expiry
             metrics.HOUSEKEEPING_ITEMS.labels(action="file_deleted").inc()
+        return action
+
+    def _action(
+        self, body: Mapping[str, Any], finished_at: datetime, has_file: bool
+    ) -> RetentionAction:
+        now = utc_now()
+        ttl = er.ttl_after_finished(body)
+        if ttl is not None and now - finished_at >= timedelta(seconds=ttl):
+            return RetentionAction.DELETE_RECORD  # asked for in the request itself
+        action = retention_action(finished_at, has_file, now, self.settings)
+        if action is RetentionAction.DELETE_RECORD and not er.created_by_api(body):
+            return RetentionAction.DELETE_FILE if has_file else RetentionAction.KEEP
         return action
 
     async def _delete_request(self, namespace: str, name: str) -> bool:
@@ -92,6 +116,16 @@ class RequestHousekeeper:
                 return False  # already gone: another run or a user was first
             raise
         return True
+
+
+def _expired_conditions(body: Mapping[str, Any], expired_at: str) -> list[dict[str, Any]]:
+    """The request's conditions with ``Expired`` True (the list is replaced as a whole)."""
+    kept = [
+        dict(c)
+        for c in ((body.get("status") or {}).get("conditions") or [])
+        if c.get("type") != er.CONDITION_EXPIRED
+    ]
+    return [*kept, er.expired_condition(expired_at)]
 
 
 def register_housekeeping(

@@ -20,6 +20,7 @@ from typing import Any
 from exportd import exportrequest as er
 from exportd.errors import ExitCode
 from exportd.podsettings import ExporterPodConfig
+from exportd.reports import report_key
 from exportd.settings import OperatorSettings
 from exportd.spec import ExportSpec
 
@@ -54,6 +55,7 @@ class JobTemplate:
     backoff_limit: int = 2
     ttl_seconds: int = 3600
     pod: ExporterPodConfig = field(default_factory=ExporterPodConfig)
+    report_secret: str | None = None  # each Job gets its request's key (exportd.reports)
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> JobTemplate:
@@ -76,6 +78,7 @@ class JobTemplate:
             backoff_limit=settings.job_backoff_limit,
             ttl_seconds=settings.job_ttl_seconds,
             pod=settings.exporter_pod,
+            report_secret=settings.resolved_report_secret(),
         )
 
 
@@ -129,7 +132,7 @@ def plan_job(
             "parallelism": 1,
             "template": {
                 "metadata": template.pod.metadata(labels),
-                "spec": _pod_spec(spec, template),
+                "spec": _pod_spec(spec, template, request.uid),
             },
         },
     }
@@ -165,7 +168,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _pod_spec(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
+def _pod_spec(spec: ExportSpec, template: JobTemplate, uid: str) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": template.tmp_size}}]
     if template.data_claim:
         volumes.append(
@@ -185,7 +188,7 @@ def _pod_spec(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
             "fsGroup": template.run_as_user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(spec, template)],
+        "containers": [_container(spec, template, uid)],
         "volumes": volumes,
         **template.pod.scheduling(),
     }
@@ -209,7 +212,7 @@ def _config_volumes(template: JobTemplate) -> list[dict[str, Any]]:
     return volumes
 
 
-def _container(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
+def _container(spec: ExportSpec, template: JobTemplate, uid: str) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
     env: list[dict[str, Any]] = [
         {"name": "EXPORTD_REPORTER", "value": "kubernetes"},
@@ -219,6 +222,9 @@ def _container(spec: ExportSpec, template: JobTemplate) -> dict[str, Any]:
         },
         {"name": "EXPORTD_TEMP_DIR", "value": TMP_MOUNT},
     ]
+    if template.report_secret:
+        key = report_key(template.report_secret, uid)
+        env.append({"name": "EXPORTD_REPORT_KEY", "value": key})
     if template.data_claim:
         mounts.append({"name": "data", "mountPath": DATA_MOUNT})
         env.append({"name": "EXPORTD_DATA_DIR", "value": DATA_MOUNT})

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import aiohttp
-from kubernetes.aio.client import ApiClient, CustomObjectsApi
+from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
 from exportd import exportrequest as er
@@ -63,6 +63,7 @@ class KubeApi:
 
     def __init__(self, client: ApiClient, namespace: str | None) -> None:
         self.objects = CustomObjectsApi(client)
+        self.core = CoreV1Api(client)
         self.namespace = namespace
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -151,10 +152,26 @@ class KubeApi:
             raise
         return True
 
-    async def patch_request_status(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
-        """Merge-patch a request's status; False when the request is gone."""
+    async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            await self._call(
+            body = await self._call(
+                f"get {er.KIND} {namespace}/{name}",
+                lambda: self.objects.get_namespaced_custom_object(
+                    er.GROUP, er.VERSION, namespace, er.PLURAL, name
+                ),
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    async def patch_request_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a request's status; the request as written, None when it is gone."""
+        try:
+            written = await self._call(
                 f"patch {er.KIND} {namespace}/{name} status",
                 lambda: self.objects.patch_namespaced_custom_object_status(
                     er.GROUP, er.VERSION, namespace, er.PLURAL, name, body
@@ -162,6 +179,18 @@ class KubeApi:
             )
         except KubeError as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
+        return cast(dict[str, Any], written)
+
+    async def create_event(self, body: dict[str, Any]) -> bool:
+        """Post a core/v1 Event; False when one of that name exists (posted before)."""
+        namespace = body["metadata"]["namespace"]
+        try:
+            await self._call(
+                f"create Event {namespace}/{body['metadata']['name']}",
+                lambda: self.core.create_namespaced_event(namespace, body),  # type: ignore[arg-type]
+            )
+        except AlreadyExists:
+            return False
         return True

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from exportd import exportrequest as er
-from exportd.catalog import Catalog
+from exportd.catalog import Catalog, ExportType
 from exportd.delivery import failure_conditions
 from exportd.errors import ExportdError
 from exportd.operator.admission import Candidate, Limits, RequestKey, admit
+from exportd.operator.events import WARNING, EventNote, InvolvedObject, transition_events
 from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
+from exportd.reports import refusal
 from exportd.spec import (
     DELIVERED,
     TERMINAL_PHASES,
@@ -45,11 +47,19 @@ from exportd.spec import (
     ReturnType,
 )
 
+TERMINAL_VALUES = frozenset(phase.value for phase in TERMINAL_PHASES)
+CONDITION_READY = "Ready"
+CONDITION_COMPLETE = "Complete"
+CONDITION_FAILED = "Failed"
+CONDITION_STALLED = "Stalled"
+
 Linker = Callable[[str, str], tuple[str, int]]  # (object key, download name) -> (url, expiry)
 Changes = dict[str, Any]  # camelCase status fields; None removes a field
 
 OPERATOR_FIELDS = (
     "phase",
+    "format",
+    "duration",
     "queuePosition",
     "attempts",
     "jobName",
@@ -66,6 +76,7 @@ OPERATOR_FIELDS = (
     "message",
     "observedGeneration",
     "conditions",
+    "expiredAt",  # housekeeping's: when the file expired (the Expired condition follows it)
 )
 
 
@@ -76,6 +87,7 @@ class RoundContext:
     template: JobTemplate
     catalog: Catalog
     link: Linker
+    report_secret: str | None = None  # results are trusted only when signed (exportd.reports)
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,12 @@ class StatusPatch:
     namespace: str
     name: str
     status: Changes
+    uid: str = ""
+    events: tuple[EventNote, ...] = ()  # to post once the patch is written
+
+    @property
+    def involved(self) -> InvolvedObject:
+        return InvolvedObject(self.namespace, self.name, self.uid)
 
     def body(self) -> dict[str, Any]:
         return {"status": self.status}
@@ -123,6 +141,7 @@ class JobCreation:
     request: RequestRef
     manifest: dict[str, Any]
     on_created: StatusPatch
+    view: RequestView | None = None  # for the patch when the apiserver refuses the Job
 
 
 @dataclass
@@ -130,6 +149,7 @@ class RoundPlan:
     create: list[JobCreation] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (namespace, Job name)
     patch: list[StatusPatch] = field(default_factory=list)
+    refused: list[tuple[InvolvedObject, EventNote]] = field(default_factory=list)  # reports
 
     @property
     def empty(self) -> bool:
@@ -156,6 +176,11 @@ def plan_round(
             plan.delete.append((state.namespace, state.name))  # its request is gone
     waiting: list[_Waiting] = []
     for view in views:
+        refused = _refused_report(view, ctx)
+        if refused is not None:
+            involved = InvolvedObject(view.ref.namespace, view.ref.name, view.ref.uid)
+            plan.refused.append((involved, refused))
+            view = replace(view, status=view.status.model_copy(update={"result": None}))
         outcome = _decide(view, owned.get(view.ref.uid), ctx)
         if isinstance(outcome, _Waiting):
             waiting.append(outcome)
@@ -168,6 +193,20 @@ def plan_round(
     running = Counter(state.requester for state in states if not state.finished)
     _admit(plan, waiting, running, ctx)
     return plan
+
+
+def _refused_report(view: RequestView, ctx: RoundContext) -> EventNote | None:
+    """A Warning when the result on the status is not this request's own Job's report."""
+    status = view.body.get("status") or {}
+    result = status.get("result")
+    if not isinstance(result, Mapping) or view.status.phase in TERMINAL_PHASES:
+        return None
+    signature = status.get("resultSignature")
+    why = refusal(ctx.report_secret, view.ref.name, view.ref.uid, result, signature)
+    if why is None:
+        return None
+    key = f"{result.get('objectKey')}/{signature}"
+    return EventNote(WARNING, "ReportRefused", f"a result report was refused: {why}", key=key)
 
 
 def _jobs_by_owner(states: Sequence[JobState]) -> dict[str, JobState]:
@@ -225,15 +264,33 @@ def _without_job(view: RequestView, ctx: RoundContext) -> Decision | _Waiting:
     if view.status.job_name:
         message = f"Job {view.status.job_name} disappeared before it finished"
         return _failed("JobNotFound", message, ctx), None
-    try:
-        spec = er.export_spec_from_body(view.body)
-        export_type = ctx.catalog.get(spec.type)
-        ctx.catalog.bind(spec.type, dict(spec.variables))
-    except ValidationError as exc:
-        return _failed("InvalidSpec", _validation_message(exc), ctx), None
-    except ExportdError as exc:
-        return _failed(exc.reason, exc.message, ctx), None
+    checked = check_order(view.body, ctx.catalog)
+    if isinstance(checked, OrderProblem):
+        return _failed(checked.reason, checked.message, ctx), None
+    spec, export_type = checked
     return _Waiting(view, spec, export_type.timeout_seconds)
+
+
+@dataclass(frozen=True)
+class OrderProblem:
+    reason: str
+    message: str
+
+
+def check_order(
+    body: Mapping[str, Any], catalog: Catalog
+) -> tuple[ExportSpec, ExportType] | OrderProblem:
+    """The request's order checked against the schema and the catalog (type, variables): what
+    a round fails a request for, and what the admission webhook refuses it for at apply time."""
+    try:
+        spec = er.export_spec_from_body(body)
+        export_type = catalog.get(spec.type)
+        catalog.bind(spec.type, dict(spec.variables))
+    except ValidationError as exc:
+        return OrderProblem("InvalidSpec", _validation_message(exc))
+    except ExportdError as exc:
+        return OrderProblem(exc.reason, exc.described())
+    return spec, export_type
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -271,14 +328,21 @@ def _admit(
             "message": None,
         }
         status = _status_patch(item.view, changes, ctx.now)
-        plan.create.append(JobCreation(item.view.ref, manifest, status or _noop(item.view)))
+        created = status or _noop(item.view)
+        plan.create.append(JobCreation(item.view.ref, manifest, created, item.view))
     for key, position in admission.queue_positions.items():
         queued = {"phase": Phase.QUEUED.value, "queuePosition": position}
         _add_patch(plan, by_key[key].view, queued, ctx.now)
 
 
 def _noop(view: RequestView) -> StatusPatch:
-    return StatusPatch(view.ref.namespace, view.ref.name, {})
+    return StatusPatch(view.ref.namespace, view.ref.name, {}, view.ref.uid)
+
+
+def rejected_patch(view: RequestView, reason: str, message: str, now: datetime) -> StatusPatch:
+    """The request failed because the apiserver refused its Job (quota, admission, conflict)."""
+    changes = _failed(reason, message, None, now) | {"jobName": None}
+    return _status_patch(view, changes, now) or _noop(view)
 
 
 # ---- status changes -----------------------------------------------------------------------
@@ -339,12 +403,16 @@ def _job_failed(view: RequestView, job: JobState, ctx: RoundContext) -> Changes:
     return _failed(job.reason or "JobFailed", job.message, ctx, at)
 
 
-def _failed(reason: str, message: str, ctx: RoundContext, at: datetime | None = None) -> Changes:
+def _failed(
+    reason: str, message: str, ctx: RoundContext | None, at: datetime | None = None
+) -> Changes:
+    moment = at or (ctx.now if ctx is not None else None)
+    assert moment is not None
     return {
         "phase": Phase.FAILED.value,
         "reason": reason,
         "message": message,
-        "completedAt": er.rfc3339(at or ctx.now),
+        "completedAt": er.rfc3339(moment),
         "queuePosition": None,
     }
 
@@ -375,19 +443,71 @@ def _status_patch(view: RequestView, changes: Changes, now: datetime) -> StatusP
         return None
     desired = {key: current.get(key) for key in OPERATOR_FIELDS} | changes
     desired["observedGeneration"] = view.generation
+    desired["format"] = _effective_format(view) or desired.get("format")
+    desired["duration"] = _duration(view, desired)
     wanted = [*_lifecycle_conditions(desired), *_delivery_conditions(view, desired)]
-    desired["conditions"] = _conditions(wanted, view.status.conditions, view.generation, now)
+    desired["conditions"] = _conditions(
+        wanted, view.status.conditions, view.generation, now, desired.get("expiredAt")
+    )
     patch = {key: value for key, value in desired.items() if current.get(key) != value}
     if not patch:
         return None
-    return StatusPatch(view.ref.namespace, view.ref.name, patch)
+    events = tuple(transition_events(current, patch))
+    return StatusPatch(view.ref.namespace, view.ref.name, patch, view.ref.uid, events)
+
+
+def _effective_format(view: RequestView) -> str | None:
+    """What ``kubectl get exr`` shows as Format: spec.format, or inferred from fileName."""
+    try:
+        return er.request_spec_of(view.body).resolved_format.value
+    except (ValidationError, ValueError):
+        return None
+
+
+def _duration(view: RequestView, desired: Mapping[str, Any]) -> str | None:
+    """Creation to end, like a Job's Duration column (``1m12s``); None until it ended."""
+    if desired.get("phase") not in TERMINAL_VALUES:
+        return None
+    start = er.parse_time(er.metadata(view.body).get("creationTimestamp"))
+    end = er.parse_time(desired.get("completedAt"))
+    if start is None or end is None:
+        return None
+    seconds = max(0, int((end - start).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+    shown = "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+    return shown
 
 
 def _lifecycle_conditions(desired: Mapping[str, Any]) -> list[Condition]:
+    """``Admitted`` and ``Finished``; ``Ready`` for kstatus (Flux, Argo CD): True once the
+    request is settled (Succeeded, Cancelled), with ``Stalled`` True when it failed; and, like
+    the Job API, ``Complete`` or ``Failed`` once it ended so (``kubectl wait``)."""
     phase = Phase(desired.get("phase") or Phase.PENDING.value)
     admitted = bool(desired.get("jobName"))
     finished = phase in TERMINAL_PHASES
+    message = desired.get("message") or ""
+    ready = phase in (Phase.SUCCEEDED, Phase.CANCELLED)
+    ended: list[Condition] = []
+    if phase is Phase.SUCCEEDED:
+        ended.append(Condition(type=CONDITION_COMPLETE, status="True", reason=phase.value))
+    if phase is Phase.FAILED:
+        reason = desired.get("reason") or phase.value
+        ended.append(
+            Condition(type=CONDITION_FAILED, status="True", reason=reason, message=message)
+        )
+        ended.append(
+            Condition(type=CONDITION_STALLED, status="True", reason=reason, message=message)
+        )
     return [
+        Condition(
+            type=CONDITION_READY,
+            status="True" if ready else "False",
+            reason=phase.value,
+            message=message,
+        ),
+        *ended,
         Condition(
             type=er.CONDITION_ADMITTED,
             status="True" if admitted else "False",
@@ -424,9 +544,11 @@ def _conditions(
     previous: Sequence[er.Condition],
     generation: int,
     now: datetime,
+    expired_at: str | None = None,
 ) -> list[dict[str, Any]]:
     """``wanted`` as stored conditions: a transition time that moves only when the status
-    does, and the generation they describe."""
+    does, and the generation they describe; ``Expired`` when housekeeping set ``expiredAt``
+    (derived from that field, so a round planned before it saw the expiry restores it)."""
     before = {condition.type: condition for condition in previous}
     conditions = []
     for condition in wanted:
@@ -437,4 +559,6 @@ def _conditions(
             condition.model_dump(mode="json", by_alias=True)
             | {"lastTransitionTime": stamp, "observedGeneration": generation}
         )
+    if expired_at:
+        conditions.append(er.expired_condition(expired_at))
     return conditions

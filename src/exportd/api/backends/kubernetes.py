@@ -50,7 +50,7 @@ from exportd.store.events import RecordEvents
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CREATED_BY = "exportd-api"
+CREATED_BY = er.API_MANAGER
 CANCEL_WAIT_MIN_SECONDS = 30.0
 SYNC_WAIT_SECONDS = 10.0  # for the first list of requests, before counting the queue
 
