@@ -68,7 +68,7 @@ clean:
 .PHONY: docs
 # Regenerate the configuration reference in docs/operations.md from the settings classes.
 docs: $(STAMP)
-	$(PY) -m exportd.configdoc --write docs/operations.md
+	$(PY) -m exportd.ops.configdoc --write docs/operations.md
 
 .PHONY: sync-crd
 # Copy crds/exportrequest.yaml into the Helm chart (a test fails while they differ).

@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
-from exportd.spec import ExportSpec, ExportStatus, Phase, utc_now
-from exportd.tokens import mint_token
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase, utc_now
+from exportd.security.tokens import mint_token
 
 EXPORTD = Path(sys.executable).parent / "exportd"
 SECRET = "bench-api-secret-bench-api-secret"  # noqa: S105 - loopback bench only
@@ -158,7 +158,7 @@ async def seed(state_url: str | None, data_dir: Path) -> list[tuple[str, str]]:
 
 
 def _spec(owner: str) -> ExportSpec:
-    from exportd.spec import ExportRequestBody, new_export_id
+    from exportd.contract.spec import ExportRequestBody, new_export_id
 
     body = ExportRequestBody.model_validate(BODY)
     return ExportSpec.from_request(body, requested_by=owner, export_id=new_export_id())

@@ -25,7 +25,7 @@ from bench.api_load import BODY, IDLE_CREATES, PER_USER, USERS, quantile
 from tests.integration.conftest import auth, make_settings
 from tests.k8s.api import kubernetes_app
 
-from exportd.sampledb import ensure_sample_db
+from exportd.sample.sampledb import ensure_sample_db
 
 DEADLINE_SECONDS = 900
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}

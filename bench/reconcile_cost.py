@@ -32,9 +32,9 @@ from tests.k8s.cluster import CRD_PATH, REQUESTS, new_apiserver, write_catalog  
 from tests.k8s.emulator import ApiServer  # noqa: E402
 from tests.k8s.operator import OperatorThread  # noqa: E402
 
-from exportd import exportrequest as er  # noqa: E402
-from exportd import metrics  # noqa: E402
+from exportd.contract import exportrequest as er  # noqa: E402
 from exportd.operator.jobs import MANAGED_BY, RequestRef, job_name  # noqa: E402
+from exportd.ops import metrics  # noqa: E402
 from exportd.settings import OperatorSettings  # noqa: E402
 
 NAMESPACE = "default"

@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from exportd.sampledb import ensure_sample_db
+from exportd.contract.spec import ExportSpec
+from exportd.sample.sampledb import ensure_sample_db
 from exportd.settings import ExporterSettings, SourceConfig
-from exportd.spec import ExportSpec
 from tests.specs import seed_spec
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from exportd.spec import ExportResult, ExportSpec, format_of, utc_now
+from exportd.contract.spec import ExportResult, ExportSpec, format_of, utc_now
 
 REQUESTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,8 @@ database). ``run`` needs no server: it runs the exporter in this process and cop
 ``load-sample`` copies the sample data into PostgreSQL or MySQL sources (the compose stack's).
 
 Errors: one line on stderr, ``exportd: <what went wrong> (<Reason>)``, and the documented exit
-code (:class:`exportd.errors.ExitCode`: 2 usage, 3 permanent, 75 transient). A Python traceback
+code (:class:`exportd.contract.errors.ExitCode`: 2 usage, 3 permanent, 75 transient). A Python
+traceback
 only with ``--debug``.
 """
 
@@ -28,9 +29,9 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from exportd import __version__, logs
-from exportd.catalog import Catalog, VariableKind
-from exportd.errors import (
+from exportd import __version__
+from exportd.contract.catalog import Catalog, VariableKind
+from exportd.contract.errors import (
     ExitCode,
     ExportdError,
     FieldError,
@@ -38,8 +39,9 @@ from exportd.errors import (
     PermanentFailure,
     TransientFailure,
 )
+from exportd.contract.spec import ExportFormat, ExportSpec, VariableValue, new_export_id, utc_now
+from exportd.ops import logs
 from exportd.settings import ApiSettings, ExporterSettings
-from exportd.spec import ExportFormat, ExportSpec, VariableValue, new_export_id, utc_now
 
 DEV_SUBJECT = "dev"
 QUICKSTART_TTL = 24 * 3600
@@ -140,11 +142,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run(args, sys.stdout, sys.stderr)
     if args.command in ("backup", "restore", "housekeeping"):
-        from exportd.backup import run_command  # the operations commands
+        from exportd.ops.backup import run_command  # the operations commands
 
         return run_command(args, sys.stdout)
     if args.command == "load-sample":
-        from exportd.sampleload import run_command as load_sample
+        from exportd.sample.sampleload import run_command as load_sample
 
         return load_sample(args, sys.stdout)
     return token(args, sys.stdout)
@@ -185,7 +187,7 @@ def serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        log_config=None,  # exportd.logs: JSON lines, redacted
+        log_config=None,  # exportd.ops.logs: JSON lines, redacted
         access_log=False,  # our middleware logs requests, without query strings
         timeout_graceful_shutdown=int(settings.cancel_grace_seconds) + 5,
         ssl_certfile=settings.tls_cert_file,
@@ -222,7 +224,7 @@ def _check_tls(settings: ApiSettings) -> None:
 
 
 def quickstart(settings: ApiSettings) -> str:
-    from exportd.tokens import mint_token
+    from exportd.security.tokens import mint_token
 
     dev_token = mint_token(
         DEV_SUBJECT,
@@ -271,7 +273,7 @@ def _exportd_command() -> str:
 
 
 def token(args: argparse.Namespace, out: IO[str]) -> int:
-    from exportd.tokens import mint_token
+    from exportd.security.tokens import mint_token
 
     settings = _api_settings({})  # the data directory and secret exactly as `serve` finds them
     algorithm = settings.jwt_algorithms[0]

@@ -31,7 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from exportd.podsettings import ExporterPodConfig
+from exportd.contract.podsettings import ExporterPodConfig
 
 ENV_PREFIX = "EXPORTD_"
 MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
@@ -509,7 +509,8 @@ class ApiSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _embedded_outbox(self) -> ApiSettings:
-        """The development outbox (:mod:`exportd.outbox`) by default in embedded mode only."""
+        """The development outbox (:mod:`exportd.delivery.outbox`) by default in embedded mode
+        only."""
         if self.smtp.outbox is None:
             self.smtp.outbox = self.backend is Backend.EMBEDDED and self.smtp.host is None
         return self

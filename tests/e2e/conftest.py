@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exportd.tokens import mint_token
+from exportd.security.tokens import mint_token
 from tests.integration.conftest import JWT_SECRET, write_test_catalog
 
 EXPORTD = Path(sys.executable).parent / "exportd"

@@ -14,8 +14,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from exportd.security.tokens import TokenVerifier
 from exportd.settings import ApiSettings
-from exportd.tokens import TokenVerifier
 from tests.e2e.conftest import EXPORTD
 
 pytestmark = pytest.mark.e2e

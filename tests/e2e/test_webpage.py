@@ -28,7 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from exportd.tokens import mint_token
+from exportd.security.tokens import mint_token
 from tests.e2e.conftest import Server
 from tests.e2e.test_embedded_seed import COMPARED, expected_rows
 from tests.integration.conftest import write_test_catalog

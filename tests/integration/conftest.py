@@ -22,9 +22,9 @@ from fastapi import FastAPI
 
 from exportd.api import create_app
 from exportd.api.backends.embedded import EmbeddedBackend
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
+from exportd.security.tokens import mint_token
 from exportd.settings import ApiSettings, SourceConfig
-from exportd.tokens import mint_token
 from tests.k8s.api import count_export_requests, kubernetes_app
 
 JWT_SECRET = "integration-test-secret-of-sufficient-length"

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 
 from exportd.api import create_app
 from exportd.api.backends.embedded import EmbeddedBackend
-from exportd.catalog import Catalog
-from exportd.credits import CreditPolicy
+from exportd.contract.catalog import Catalog
+from exportd.security.credits import CreditPolicy
 from exportd.settings import ApiSettings
 from exportd.store.base import StateStore
 from exportd.store.postgres import PostgresStateStore

@@ -604,10 +604,10 @@ def write_random(path: Path, size: int) -> str:
 _DELIVER_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from exportd.delivery import deliver
-from exportd.errors import ExportdError
+from exportd.delivery.by_email import deliver
+from exportd.contract.errors import ExportdError
 from exportd.settings import ExporterSettings
-from exportd.spec import ExportSpec
+from exportd.contract.spec import ExportSpec
 from exportd.storage import StoredObject, storage_from_settings
 spec = ExportSpec.model_validate_json(sys.argv[1])
 stored = StoredObject(**json.loads(sys.argv[2]))

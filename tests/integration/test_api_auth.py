@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exportd.tokens import mint_token
+from exportd.security.tokens import mint_token
 from tests.integration.conftest import JWT_SECRET, SEED_BODY, Api, auth, token_for
 
 pytestmark = pytest.mark.anyio

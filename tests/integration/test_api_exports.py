@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import duckdb
 import pytest
 
-from exportd.catalog import YAML_BOOLEAN_KEY_HINT
+from exportd.contract.catalog import YAML_BOOLEAN_KEY_HINT
 from exportd.settings import SmtpConfig
 from tests.integration.conftest import SEED_BODY, Api, auth
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
 from tests.integration.conftest import SHIPPED_CATALOG, auth
 from tests.integration.delivery_apps import SMALL_BODY, embedded_api
 

@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 from kubernetes.aio.client import Configuration
 
-from exportd import backup as backups
-from exportd import exportrequest as er
-from exportd.settings import ApiSettings, Backend
-from exportd.spec import (
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import (
     ExportErrorInfo,
     ExportFormat,
     ExportSpec,
@@ -27,6 +25,8 @@ from exportd.spec import (
     Phase,
     ReturnType,
 )
+from exportd.ops import backup as backups
+from exportd.settings import ApiSettings, Backend
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from tests.integration.conftest import make_settings
 from tests.integration.pgstate import throwaway_schema

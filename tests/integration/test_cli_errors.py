@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exportd.cli import as_exportd_error
-from exportd.errors import ExitCode
+from exportd.contract.errors import ExitCode
 from tests.conftest import exporter_env
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from exportd import mail
-from exportd.delivery import DeliveryOutcome, deliver, marker_key
-from exportd.errors import TransientFailure
+from exportd.contract.errors import TransientFailure
+from exportd.contract.spec import ExportFormat, ExportSpec, ReturnType
+from exportd.delivery import mail
+from exportd.delivery.by_email import DeliveryOutcome, deliver, marker_key
 from exportd.settings import CommonSettings, SmtpConfig, StorageConfig
-from exportd.spec import ExportFormat, ExportSpec, ReturnType
 from exportd.storage import StoredObject
 from exportd.storage.s3 import S3Storage
 from tests.integration import storage_servers

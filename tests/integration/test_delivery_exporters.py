@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from exportd.contract.spec import ReturnType, csv_sidecar_key
 from exportd.settings import CommonSettings
-from exportd.spec import ReturnType, csv_sidecar_key
 from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
 from tests.integration.delivery_apps import RECIPIENT, sha256

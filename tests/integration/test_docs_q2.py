@@ -2,7 +2,8 @@
 expected counts on the sample data set.
 
 The data set is not copied here: the DuckDB sample database is built with
-``exportd.sampledb.ensure_sample_db`` and its menus tables (columns, types and rows) are copied
+``exportd.sample.sampledb.ensure_sample_db`` and its menus tables (columns, types and rows) are
+copied
 into a fresh PostgreSQL schema, dropped afterwards.
 """
 
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from exportd.sampledb import ensure_sample_db
+from exportd.sample.sampledb import ensure_sample_db
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exportd.errors import ExitCode
-from exportd.spec import ExportResult
+from exportd.contract.errors import ExitCode
+from exportd.contract.spec import ExportResult
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import yaml
 
-from exportd.errors import Cancelled, ExitCode, PermanentFailure
+from exportd.contract.errors import Cancelled, ExitCode, PermanentFailure
 from exportd.exporter.run import run_export
 from exportd.settings import ExporterSettings, SourceConfig
 from tests.conftest import SpecFactory

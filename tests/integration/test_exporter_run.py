@@ -19,11 +19,11 @@ import openpyxl
 import pytest
 import yaml
 
-from exportd.errors import Cancelled, InvalidInput, PermanentFailure
+from exportd.contract.errors import Cancelled, InvalidInput, PermanentFailure
+from exportd.contract.spec import csv_sidecar_key
 from exportd.exporter.run import run_export
 from exportd.exporter.writers.xlsx import DATA_SHEET, METADATA_SHEET
 from exportd.settings import ExporterSettings
-from exportd.spec import csv_sidecar_key
 from exportd.storage.local import LocalStorage
 from tests.conftest import SpecFactory
 

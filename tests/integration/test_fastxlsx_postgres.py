@@ -17,7 +17,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
 from exportd.exporter.cells import spreadsheet_cells
 from exportd.exporter.pgarrow import PostgresArrowSource
 from exportd.exporter.sources.base import QueryOptions

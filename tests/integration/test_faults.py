@@ -244,7 +244,7 @@ async def test_a_committed_record_the_runner_missed_is_swept_into_the_queue(
     """A create whose commit reached the database but whose answer was lost leaves a Pending
     record the runner was never told about. Must hold: the runner's periodic sweep (made
     short here) queues it and it ends Succeeded on its first attempt."""
-    from exportd.spec import ExportRequestBody, ExportSpec, new_export_id
+    from exportd.contract.spec import ExportRequestBody, ExportSpec, new_export_id
     from exportd.store.base import ExportRecord
 
     settings = load_settings(tmp_path, sample_db)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exportd.catalog import YAML_BOOLEAN_KEY_HINT
+from exportd.contract.catalog import YAML_BOOLEAN_KEY_HINT
 from tests.integration.server_fixtures import pki_fixture, smtp_fixture  # noqa: F401
 from tests.integration.storage_servers import Pki, SmtpServer
 from tests.integration.test_operator_email import cluster_mailing_to

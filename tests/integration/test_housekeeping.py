@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from exportd.housekeeping import Housekeeper, HousekeepingReport
+from exportd.contract.spec import ExportFormat, ExportSpec, ExportStatus, Phase, utc_now
+from exportd.ops.housekeeping import Housekeeper, HousekeepingReport
+from exportd.security.signing import UrlSigner
 from exportd.settings import ApiSettings
-from exportd.signing import UrlSigner
-from exportd.spec import ExportFormat, ExportSpec, ExportStatus, Phase, utc_now
 from exportd.storage.local import LocalStorage
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.sqlite import SqliteStateStore

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
-from exportd import metrics
-from exportd.spec import utc_now
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import utc_now
+from exportd.ops import metrics
 from tests.k8s.cluster import REQUESTS_URL, LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
 

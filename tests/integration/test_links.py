@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from exportd.links import HandleLinks, LinkEvent
+from exportd.security.links import HandleLinks, LinkEvent
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS
 from exportd.store.postgres import PostgresStateStore
 from tests.integration.conftest import Api, auth

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from exportd import mail
-from exportd.errors import PermanentFailure, TransientFailure
+from exportd.contract.errors import PermanentFailure, TransientFailure
+from exportd.delivery import mail
 from tests.integration.server_fixtures import pki_fixture, smtp_fixture  # noqa: F401
 from tests.integration.storage_servers import (
     SMTP_PASSWORD,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from tests.integration.conftest import SEED_BODY, auth, make_settings
 from tests.k8s.api import ClusterBackend, kubernetes_app
 from tests.k8s.cluster import NAMESPACE, REQUESTS, LocalCluster

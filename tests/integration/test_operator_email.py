@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from tests.integration.delivery_apps import RECIPIENT, SMTP_PASSWORD, parse_mail, smtp_config
 from tests.integration.server_fixtures import pki_fixture, smtp_fixture  # noqa: F401
 from tests.integration.storage_servers import Pki, SmtpServer, start_smtp

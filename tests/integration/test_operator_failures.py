@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from exportd.errors import ExitCode
+from exportd.contract.errors import ExitCode
 from tests.k8s.cluster import LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture, operator_fixture  # noqa: F401
 from tests.k8s.operator import OperatorThread

@@ -17,7 +17,7 @@ import duckdb
 import openpyxl
 import pytest
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
 from tests.k8s.cluster import NAMESPACE, LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture, download, operator_fixture  # noqa: F401

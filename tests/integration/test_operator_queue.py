@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from tests.k8s.cluster import NAMESPACE, LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from exportd.reports import report_key, sign_result
+from exportd.security.reports import report_key, sign_result
 from tests.k8s.cluster import REQUESTS_URL, SIGNING_KEY, LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes.aio.client import ApiClient, Configuration
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from exportd.operator.connection import Cluster
 from exportd.operator.controller import Controller
 from exportd.operator.handlers import Runtime

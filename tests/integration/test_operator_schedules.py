@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
-from exportd import exportschedule as es
-from exportd.cron import Timetable
-from exportd.schedule import run_name
-from exportd.spec import utc_now
+from exportd.contract import exportrequest as er
+from exportd.contract import exportschedule as es
+from exportd.contract.cron import Timetable
+from exportd.contract.schedule import run_name
+from exportd.contract.spec import utc_now
 from tests.integration.protect_harness import FakeClock
 from tests.integration.test_operator_kubectl import columns, kubectl_binary  # noqa: F401
 from tests.k8s.cluster import NAMESPACE, REQUESTS, LocalCluster

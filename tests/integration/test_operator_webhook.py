@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from exportd.catalog import YAML_BOOLEAN_KEY_HINT
+from exportd.contract.catalog import YAML_BOOLEAN_KEY_HINT
 from tests.e2e.conftest import free_port
 from tests.k8s.cluster import LocalCluster
 from tests.k8s.fixtures import anyio_backend_fixture, cluster_fixture  # noqa: F401

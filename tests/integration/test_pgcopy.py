@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from exportd.errors import Cancelled, PermanentFailure
+from exportd.contract.errors import Cancelled, PermanentFailure
 from exportd.exporter.pgcopy import PostgresCsvCopy
 from exportd.exporter.sources.base import QueryOptions
 from exportd.exporter.sources.postgres import PostgresSource

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from exportd.tokens import InvalidToken, JwksKeys, TokenVerifier
+from exportd.security.tokens import InvalidToken, JwksKeys, TokenVerifier
 from tests.integration.conftest import SEED_BODY, auth, token_for
 from tests.integration.jwks_server import JwksServer, SigningKey, ec_key, jwks_server, rsa_key
 from tests.integration.protect_harness import Harness, started_api

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from exportd.catalog import STRING_MAX_DEFAULT
+from exportd.contract.catalog import STRING_MAX_DEFAULT
 from tests.integration.conftest import ENDLESS_BODY, SEED_BODY, Api, auth, wait_for
 from tests.integration.protect_harness import Harness, started_api
 

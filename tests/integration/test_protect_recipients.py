@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exportd.tokens import mint_token
+from exportd.security.tokens import mint_token
 from tests.integration.conftest import JWT_SECRET, auth
 from tests.integration.delivery_apps import SMALL_BODY, embedded_api
 

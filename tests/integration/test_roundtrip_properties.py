@@ -32,9 +32,9 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from python_calamine import CalamineWorkbook
 
+from exportd.contract.spec import ExportSpec, format_of
 from exportd.exporter.run import run_export
 from exportd.settings import ExporterSettings, SourceConfig
-from exportd.spec import ExportSpec, format_of
 from tests.integration.dbfixtures import MYSQL_DSN, MYSQL_ROOT, PG_DSN
 from tests.integration.roundtrip_types import (
     MY_KINDS,

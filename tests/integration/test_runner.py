@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exportd.spec import ExportSpec, ExportStatus, Phase, new_export_id, utc_now
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase, new_export_id, utc_now
 from exportd.store.base import ExportRecord
 from exportd.store.sqlite import SqliteStateStore
 from tests.integration.conftest import (

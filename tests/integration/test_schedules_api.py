@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from exportd import backup as backups
-from exportd import exportrequest as er
-from exportd import metrics
 from exportd.api import create_app
 from exportd.api.scheduler import Scheduler
-from exportd.catalog import Catalog
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import Catalog
+from exportd.ops import backup as backups
+from exportd.ops import metrics
 from exportd.store.base import store_from_settings
 from exportd.store.schedules import ScheduleStore
 from tests.integration.conftest import ENDLESS_BODY, MENU_BODY, auth, make_settings

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from exportd.errors import ExitCode, ExportdError
+from exportd.contract.errors import ExitCode, ExportdError
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.settings import SourceConfig
 from tests.integration.dbfixtures import closed_port, mysql_connect, pg_connect, pg_rows

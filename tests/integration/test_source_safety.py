@@ -14,8 +14,8 @@ from typing import Any, cast
 import pyarrow as pa
 import pytest
 
-from exportd.catalog import Catalog
-from exportd.errors import Cancelled, InvalidInput, PermanentFailure
+from exportd.contract.catalog import Catalog
+from exportd.contract.errors import Cancelled, InvalidInput, PermanentFailure
 from exportd.exporter.sources import QueryOptions, Source, open_source
 from tests.integration.db_admin import admin_execute
 from tests.integration.dbfixtures import (

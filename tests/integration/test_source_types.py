@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
 from exportd.exporter.cells import DECIMAL_TEXT, DecimalText
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.settings import SourceConfig

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from exportd.errors import ExitCode
+from exportd.contract.errors import ExitCode
 from tests.integration.dbfixtures import (
     COLUMNS,
     MYSQL_DSN,

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from exportd.errors import PermanentFailure, TransientFailure
+from exportd.contract.errors import PermanentFailure, TransientFailure
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS, CommonSettings, StorageConfig
 from exportd.storage import storage_from_settings
 from exportd.storage.gcs import GcsStorage

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from mypy_boto3_s3 import S3Client
 
-from exportd.errors import PermanentFailure, TransientFailure
+from exportd.contract.errors import PermanentFailure, TransientFailure
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS, CommonSettings, StorageConfig
 from exportd.storage import storage_from_settings
 from exportd.storage.s3 import S3Storage, make_s3_client

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from exportd.contract.spec import csv_sidecar_key
 from exportd.settings import CommonSettings, StorageConfig
-from exportd.spec import csv_sidecar_key
 from exportd.storage.s3 import S3Storage
 from tests.conftest import ExporterProcess, SpecFactory, parse_events
 from tests.integration.server_fixtures import moto_fixture, s3_bucket_fixture  # noqa: F401

@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from exportd.credits import CreditPolicy, InsufficientCredits
-from exportd.errors import Conflict, InvalidInput
+from exportd.contract.errors import Conflict, InvalidInput
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase
+from exportd.security.credits import CreditPolicy, InsufficientCredits
 from exportd.settings import ApiSettings
-from exportd.spec import ExportSpec, ExportStatus, Phase
 from exportd.store.admission import Admission, QueueFull, QueueLimits, StoredResponse
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.pg_migrations import PG_MIGRATIONS

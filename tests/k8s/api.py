@@ -15,10 +15,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from kubernetes.aio.client import Configuration
 
-from exportd import exportrequest as er
 from exportd.api import create_app
 from exportd.api.backends.kubernetes import KubernetesBackend
-from exportd.catalog import Catalog
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import Catalog
 from exportd.settings import ApiSettings
 from tests.k8s.cluster import ExportSetup, LocalCluster, local_cluster
 

@@ -23,10 +23,10 @@ import aiohttp
 import kmock
 import yaml
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import utc_now
 from exportd.operator.jobs import MANAGED_BY
 from exportd.settings import OperatorSettings
-from exportd.spec import utc_now
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kubelet import Kubelet
 from tests.k8s.operator import OperatorThread

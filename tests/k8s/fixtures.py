@@ -15,7 +15,7 @@ import pytest
 
 from exportd.api import create_app
 from exportd.api.backends.embedded import EmbeddedBackend
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
 from exportd.settings import ApiSettings
 from tests.k8s.cluster import PUBLIC_URL, SIGNING_KEY, LocalCluster, local_cluster
 from tests.k8s.operator import OperatorThread

@@ -15,10 +15,10 @@ from datetime import datetime
 
 import kopf
 
+from exportd.contract.spec import utc_now
 from exportd.operator.connection import Cluster
 from exportd.operator.handlers import register
 from exportd.settings import OperatorSettings
-from exportd.spec import utc_now
 
 STOP_TIMEOUT_SECONDS = 30
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from tests.k8s.emulator import AdmissionHook, ApiError
 
 WEBHOOK_NAME = "validate.exportrequests.exportd.dev"

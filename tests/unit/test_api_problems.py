@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from exportd.api.problems import field_of, problem_response
 from exportd.api.routes.files import content_disposition
-from exportd.errors import FieldError
+from exportd.contract.errors import FieldError
 from exportd.runner.child import exporter_env
 from exportd.settings import ApiSettings, ExporterSettings, SourceConfig
 

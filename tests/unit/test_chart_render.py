@@ -426,7 +426,7 @@ def test_catalog_configmap_holds_the_catalog_text_verbatim(
     full_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     """A variable named `y` survives (as a values map key YAML 1.1 would make it `true`)."""
-    from exportd.catalog import Catalog
+    from exportd.contract.catalog import Catalog
 
     content = yaml.safe_load(FULL_VALUES.read_text())["catalog"]["content"]
     rendered = one(full_objects, "ConfigMap", "-catalog")["data"]["catalog.yaml"]
@@ -510,7 +510,7 @@ def test_exporter_environment_configmap_is_valid_exporter_settings(
 ) -> None:
     """The export pods' variables, with the catalog and secret-file mounts the operator adds
     replaced by local copies: the catalog loads and `_FILE` secrets resolve."""
-    from exportd.catalog import Catalog
+    from exportd.contract.catalog import Catalog
     from exportd.settings import ExporterSettings
 
     data = one(full_objects, "ConfigMap", "-exporter-env")["data"]

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exportd.credits import (
+from exportd.contract.spec import Phase
+from exportd.security.credits import (
     CreditAccount,
     CreditPolicy,
     InsufficientCredits,
@@ -19,7 +20,6 @@ from exportd.credits import (
     refund,
 )
 from exportd.settings import ApiSettings
-from exportd.spec import Phase
 
 POLICY = CreditPolicy()
 T0 = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exportd import metrics
+from exportd.ops import metrics
 
 DASHBOARD = (
     Path(__file__).parents[2] / "charts" / "exportd" / "files" / "dashboards" / "exportd.json"

@@ -378,7 +378,7 @@ def test_compose_settings_are_accepted_by_exportd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The API's environment (secret files mapped to the repo copies) is valid ApiSettings."""
-    from exportd.catalog import Catalog
+    from exportd.contract.catalog import Catalog
     from exportd.settings import ApiSettings
 
     proc = run(tool("docker-compose"), *COMPOSE_VARIANTS["postgres-state"], "config")
@@ -396,7 +396,8 @@ def test_compose_settings_are_accepted_by_exportd(
     assert set(settings.sources) >= {catalog.get(t).source for t in ("shopMenuCategories",)}
 
 
-# ---- the compose databases get the sample data from exportd.sampledb ----------------------------
+# ---- the compose databases get the sample data from exportd.sample.sampledb
+# ----------------------------
 
 
 def test_compose_loads_the_sample_data_with_exportd_before_the_api_starts(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from exportd.errors import Cancelled, PermanentFailure, TransientFailure
+from exportd.contract.errors import Cancelled, PermanentFailure, TransientFailure
 from exportd.exporter.sources import QueryOptions, open_source
 from exportd.exporter.sources.duckdb import DuckDBSource
 from exportd.settings import SourceConfig

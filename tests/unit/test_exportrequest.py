@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from exportd import exportrequest as er
-from exportd.errors import PermanentFailure, TransientFailure
-from exportd.spec import ExportResult, ExportSpec, Phase, ReturnType
+from exportd.contract import exportrequest as er
+from exportd.contract.errors import PermanentFailure, TransientFailure
+from exportd.contract.spec import ExportResult, ExportSpec, Phase, ReturnType
 
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 

@@ -1,4 +1,5 @@
-"""crds/exportrequest.yaml: a valid, structural CRD that says what exportd.exportrequest says.
+"""crds/exportrequest.yaml: a valid, structural CRD that says what exportd.contract.exportrequest
+says.
 
 The CRD object is validated against the apiextensions.k8s.io/v1 schema of Kubernetes itself
 (kubernetes-validate, strict: unknown fields fail); its OpenAPI schema must be structural (a type
@@ -16,10 +17,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from exportd import exportrequest as er
-from exportd.catalog import YAML_BOOLEAN_KEY_HINT
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import YAML_BOOLEAN_KEY_HINT
+from exportd.contract.spec import ExportResult, Phase
 from exportd.operator.reconcile import OPERATOR_FIELDS
-from exportd.spec import ExportResult, Phase
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "exportrequest.yaml"
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
@@ -163,7 +164,7 @@ def test_the_crd_refuses_variable_keys_yaml_turned_into_booleans(
     """The CEL rule on spec.variables, evaluated by a CEL interpreter on what kubectl sends for
     variables written in YAML 1.1 (unquoted y/n arrive as the keys "true"/"false", as
     test_gitops_yaml.py shows with kubectl itself): those fail with the same hint the operator
-    and the API give (exportd.catalog.YAML_BOOLEAN_KEY_HINT), quoted keys pass."""
+    and the API give (exportd.contract.catalog.YAML_BOOLEAN_KEY_HINT), quoted keys pass."""
     import celpy
 
     rules = schema_of(version, "spec", "variables")["x-kubernetes-validations"]

@@ -20,11 +20,11 @@ from tests.k8s.cluster import CRD_PATH, new_apiserver
 from tests.k8s.emulator import ApiServer
 from tests.k8s.fixtures import anyio_backend_fixture  # noqa: F401
 
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
+from exportd.contract.spec import ExportResult
 from exportd.exporter.report_kubernetes import KubernetesStatusReporter, select_reporter
 from exportd.exporter.reporting import StdoutReporter
 from exportd.settings import ExporterSettings
-from exportd.spec import ExportResult
 
 pytestmark = pytest.mark.anyio
 

@@ -380,7 +380,7 @@ def test_less_common_arrow_types_follow_the_one_mapping(tmp_path: Path) -> None:
 
 def test_the_fast_writer_is_the_default_xlsx_writer() -> None:
     """choose_xlsx_writer: this writer unless an export type asks for XlsxWriter."""
-    from exportd.catalog import ExportType
+    from exportd.contract.catalog import ExportType
     from exportd.exporter.writers.fastxlsx import choose_xlsx_writer
 
     assert choose_xlsx_writer(ExportType(query="SELECT 1")) is FastXlsxWriter

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
 from exportd.api.backends.kube_watch import ExportRequestWatch, OnFinished
-from exportd.spec import Phase
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import Phase
 from exportd.store.events import RecordEvents
 
 pytestmark = pytest.mark.anyio

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from exportd import logs
+from exportd.ops import logs
+from exportd.security.tokens import mint_token
 from exportd.settings import ApiSettings, SourceConfig
-from exportd.tokens import mint_token
 
 JWT_SECRET = "unit-test-jwt-secret-0123456789abcdef"
 DB_PASSWORD = "Db-Pa55word-Never-Logged"

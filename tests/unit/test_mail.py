@@ -12,9 +12,9 @@ from urllib.parse import unquote
 import pytest
 from pydantic import ValidationError
 
-from exportd import mail
-from exportd.delivery import base64_size
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
+from exportd.delivery import mail
+from exportd.delivery.by_email import base64_size
 from exportd.settings import (
     MAX_LINK_EXPIRY_SECONDS,
     CommonSettings,

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exportd import metrics
-from exportd.spec import (
+from exportd.contract.spec import (
     ExportErrorInfo,
     ExportFormat,
     ExportSpec,
     ExportStatus,
     Phase,
 )
+from exportd.ops import metrics
 
 FORBIDDEN_LABELS = {"id", "export_id", "exportid", "user", "sub", "owner", "requested_by", "path"}
 BASE_UNIT_SUFFIXES = ("_seconds", "_bytes", "_rows", "_timestamp_seconds")

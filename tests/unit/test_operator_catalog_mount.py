@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 from tests.specs import seed_spec
 
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
 from exportd.operator.jobs import JobTemplate, RequestRef, plan_job
 from exportd.settings import ExporterSettings, OperatorSettings
 

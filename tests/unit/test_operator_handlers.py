@@ -6,7 +6,7 @@ import logging
 
 import kopf
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from exportd.operator.connection import Cluster
 from exportd.operator.handlers import pin_kopf_settings, register
 from exportd.settings import OperatorSettings

@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 from tests.specs import seed_spec
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import ExportSpec
 from exportd.operator.jobs import (
     JobOutcome,
     JobTemplate,
@@ -20,7 +21,6 @@ from exportd.operator.jobs import (
     plan_job,
 )
 from exportd.settings import OperatorSettings
-from exportd.spec import ExportSpec
 
 REF = RequestRef("team-a", "exp-0123", "8d3f1c5e-0000-4000-8000-000000000001")
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from exportd import exportrequest as er
-from exportd.catalog import YAML_BOOLEAN_KEY_HINT, Catalog
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import YAML_BOOLEAN_KEY_HINT, Catalog
+from exportd.contract.spec import ExportResult
 from exportd.operator.admission import Limits
 from exportd.operator.jobs import JobTemplate, RequestRef, job_name, plan_job
 from exportd.operator.reconcile import RoundContext, RoundPlan, plan_round
+from exportd.security.signing import UrlSigner
 from exportd.settings import OperatorSettings
-from exportd.signing import UrlSigner
-from exportd.spec import ExportResult
 
 CATALOG = Catalog.load(Path(__file__).resolve().parents[2] / "src/exportd/data/catalog.yaml")
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)

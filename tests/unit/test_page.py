@@ -27,7 +27,7 @@ from tests.integration.conftest import make_settings
 from exportd.api import create_app
 from exportd.api.routes.events import format_event, percent_of, state_id
 from exportd.api.routes.page import ASSETS, CONTENT_SECURITY_POLICY
-from exportd.spec import ExportStatus, Phase
+from exportd.contract.spec import ExportStatus, Phase
 
 STATIC = resources.files("exportd.api") / "static"
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"

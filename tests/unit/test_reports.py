@@ -1,11 +1,12 @@
-"""exportd.reports: which result reports the operator trusts. A report is trusted only with the
+"""exportd.security.reports: which result reports the operator trusts. A report is trusted only
+with the
 request's own key and a file under the request's folder; keys differ per request uid."""
 
 from __future__ import annotations
 
 import pytest
 
-from exportd.reports import refusal, report_key, sign_result, under_request
+from exportd.security.reports import refusal, report_key, sign_result, under_request
 
 SECRET = "operator-only-secret"
 RESULT = {"objectKey": "exports/a/users.csv", "rowsWritten": 3}

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from exportd.sampledb import USER_ROWS, ensure_sample_db
+from exportd.sample.sampledb import USER_ROWS, ensure_sample_db
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ import pymysql
 import pytest
 
 from exportd.cli import main
-from exportd.errors import ExitCode
-from exportd.sampledb import DATA_SETS
-from exportd.sampleload import load_sample
+from exportd.contract.errors import ExitCode
+from exportd.sample.sampledb import DATA_SETS
+from exportd.sample.sampleload import load_sample
 from exportd.settings import SourceConfig
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from exportd.cron import Cron, CronError, Timetable
-from exportd.schedule import (
+from exportd.contract.cron import Cron, CronError, Timetable
+from exportd.contract.schedule import (
     ConcurrencyPolicy,
     Outcome,
     RunRecord,
@@ -23,7 +23,7 @@ from exportd.schedule import (
     history_to_prune,
     run_name,
 )
-from exportd.spec import Phase
+from exportd.contract.spec import Phase
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "exportschedule.yaml"
 
@@ -260,7 +260,7 @@ def test_slots_are_looked_for_at_most_100_days_back() -> None:
 def test_the_example_schedule_is_valid_for_the_crd_and_the_operator() -> None:
     """deploy/examples' ExportSchedule: its cron and time zone pass the CRD's patterns and the
     operator's parser, and its next slot is Monday 07:00 Berlin time."""
-    from exportd.exportschedule import schedule_spec_of
+    from exportd.contract.exportschedule import schedule_spec_of
 
     example = CRD.parents[1] / "deploy" / "examples" / "exportschedule-weekly-menus.yaml"
     body = yaml.safe_load(example.read_text(encoding="utf-8"))
@@ -276,9 +276,9 @@ def test_the_example_schedule_is_valid_for_the_crd_and_the_operator() -> None:
 
 
 def test_the_crd_fields_are_the_models_fields() -> None:
-    """crds/exportschedule.yaml and exportd.exportschedule keep the same spec and template
+    """crds/exportschedule.yaml and exportd.contract.exportschedule keep the same spec and template
     fields, and the status has every field the operator writes."""
-    from exportd.exportschedule import ExportScheduleSpec, RunTemplate
+    from exportd.contract.exportschedule import ExportScheduleSpec, RunTemplate
 
     crd = yaml.safe_load(CRD.read_text(encoding="utf-8"))
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]

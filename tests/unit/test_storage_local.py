@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from exportd.errors import InvalidInput, NotFound
+from exportd.contract.errors import InvalidInput, NotFound
+from exportd.security.signing import DOWNLOAD_ROUTE, UrlSigner
 from exportd.settings import ExporterSettings
-from exportd.signing import DOWNLOAD_ROUTE, UrlSigner
 from exportd.storage import storage_from_settings
 from exportd.storage.local import LocalStorage
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exportd.errors import Conflict, InvalidInput
-from exportd.spec import ExportSpec, ExportStatus, Phase, new_export_id, utc_now
+from exportd.contract.errors import Conflict, InvalidInput
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase, new_export_id, utc_now
 from exportd.store.base import ExportRecord
 from exportd.store.migrations import MIGRATIONS
 from exportd.store.pg_migrations import PG_MIGRATIONS

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from exportd.security.tokens import InvalidToken, TokenVerifier, mint_token
 from exportd.settings import ApiSettings
-from exportd.tokens import InvalidToken, TokenVerifier, mint_token
 
 SECRET = "unit-test-secret-" + "s" * 64
 verifier = TokenVerifier(key=SECRET)

@@ -31,13 +31,13 @@ from exportd.api.routes import (
     schedules,
 )
 from exportd.api.scheduler import Scheduler
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
+from exportd.contract.spec import utc_now
+from exportd.security.signing import UrlSigner
+from exportd.security.tokens import TokenVerifier
 from exportd.settings import ApiSettings
-from exportd.signing import UrlSigner
-from exportd.spec import utc_now
 from exportd.storage.base import storage_from_settings
 from exportd.store.base import Clock
-from exportd.tokens import TokenVerifier
 
 
 def create_app(

@@ -2,7 +2,7 @@
 
 It runs before routing and before a single byte of the body is received, so a request without a
 valid token costs a header parse and an HMAC, and nothing is ever stored for it. The verified
-:class:`~exportd.tokens.Principal` travels in the ASGI scope; handlers get it through
+:class:`~exportd.security.tokens.Principal` travels in the ASGI scope; handlers get it through
 :func:`current_principal`. Public paths: probes, the API documents, the root, and the download
 route (whose links carry their own signature). ``/v1/exports/{id}/download`` takes a bearer
 token when one is sent, and otherwise leaves the check to the route (a handle link's token).
@@ -18,9 +18,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exportd.api.problems import problem_response
-from exportd.links import is_download_path
-from exportd.signing import DOWNLOAD_ROUTE
-from exportd.tokens import InvalidToken, Principal, TokenVerifier
+from exportd.security.links import is_download_path
+from exportd.security.signing import DOWNLOAD_ROUTE
+from exportd.security.tokens import InvalidToken, Principal, TokenVerifier
 
 PRINCIPAL_SCOPE_KEY = "exportd.principal"
 PUBLIC_PATHS = frozenset({"/", "/livez", "/readyz", "/metrics", "/openapi.json", "/docs"})

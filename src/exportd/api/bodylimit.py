@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exportd.api.problems import problem_response
-from exportd.errors import FieldError
+from exportd.contract.errors import FieldError
 
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

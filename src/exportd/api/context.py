@@ -10,13 +10,9 @@ from fastapi import Depends, Request
 
 from exportd.api.backends.base import ExportBackend, ExportView
 from exportd.api.models import ExportResource
-from exportd.catalog import Catalog
-from exportd.errors import FieldError, InvalidInput
-from exportd.links import HandleLinks
-from exportd.outbox import outbox_enabled
-from exportd.settings import ApiSettings
-from exportd.signing import UrlSigner
-from exportd.spec import (
+from exportd.contract.catalog import Catalog
+from exportd.contract.errors import FieldError, InvalidInput
+from exportd.contract.spec import (
     ExportFormat,
     ExportRequestBody,
     ExportSpec,
@@ -24,6 +20,10 @@ from exportd.spec import (
     ReturnType,
     csv_sidecar_key,
 )
+from exportd.delivery.outbox import outbox_enabled
+from exportd.security.links import HandleLinks
+from exportd.security.signing import UrlSigner
+from exportd.settings import ApiSettings
 from exportd.storage.base import Storage
 
 EXPORTS_ROUTE = "/v1/exports"

@@ -26,7 +26,7 @@ from typing import Annotated
 from fastapi import Header
 from starlette.responses import Response
 
-from exportd.spec import ExportRequestBody
+from exportd.contract.spec import ExportRequestBody
 from exportd.store.admission import IDEMPOTENCY_HEADER, StoredResponse
 
 REPLAYED_HEADER = "Idempotent-Replayed"

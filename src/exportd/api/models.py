@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP API (request bodies are :mod:`exportd.spec` models).
+"""Response bodies of the HTTP API (request bodies are :mod:`exportd.contract.spec` models).
 
 The seed responses of ``POST /export`` are exact: ``{"status":"success","url":...}``,
 ``{"status":"success","message":...}``, or ``{"status":"accepted","id":...,"statusUrl":...}``;
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from exportd.spec import (
+from exportd.contract.spec import (
     CamelModel,
     Condition,
     ExportErrorInfo,

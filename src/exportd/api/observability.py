@@ -18,7 +18,7 @@ must not buffer bodies. It is the outermost layer, so its timing covers everythi
 
 :func:`operations` runs what lives beside the API while it serves: the readiness self-check
 (:mod:`exportd.api.probes`) and, in embedded mode, the hourly housekeeping
-(:mod:`exportd.housekeeping`).
+(:mod:`exportd.ops.housekeeping`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exportd import logs, metrics
 from exportd.api import probes
 from exportd.api.auth import PRINCIPAL_SCOPE_KEY
 from exportd.api.context import EXPORTS_ROUTE, ApiContext
 from exportd.api.problems import PROBLEM_MEDIA_TYPE
-from exportd.housekeeping import Housekeeper, exporter_alive, run_periodically
-from exportd.tokens import Principal
+from exportd.ops import logs, metrics
+from exportd.ops.housekeeping import Housekeeper, exporter_alive, run_periodically
+from exportd.security.tokens import Principal
 
 log = logging.getLogger("exportd.api.access")
 REQUEST_ID_HEADER = "X-Request-ID"

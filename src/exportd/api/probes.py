@@ -35,11 +35,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from exportd import metrics
 from exportd.api.context import ApiContext, ContextDep
 from exportd.api.models import Health
+from exportd.contract.spec import utc_now
+from exportd.ops import metrics
 from exportd.settings import ApiSettings, Backend
-from exportd.spec import utc_now
 from exportd.storage.base import Storage
 from exportd.store.base import StateStore
 

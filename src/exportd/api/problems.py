@@ -2,8 +2,8 @@
 
 Sources of errors and their translation:
 
-- :class:`~exportd.errors.ExportdError` (the taxonomy): its ``status``, ``reason`` and, for
-  :class:`~exportd.errors.InvalidInput`, the fields at fault.
+- :class:`~exportd.contract.errors.ExportdError` (the taxonomy): its ``status``, ``reason`` and, for
+  :class:`~exportd.contract.errors.InvalidInput`, the fields at fault.
 - FastAPI's request validation: 422 naming each field by its wire name (``fileName``,
   ``variables.x``), never by Python internals.
 - Starlette's HTTP errors (404 unknown route, 405 wrong method): their status and a reason
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from exportd.api.models import FieldProblem, Problem
-from exportd.errors import ExportdError, FieldError, InvalidInput
+from exportd.contract.errors import ExportdError, FieldError, InvalidInput
 
 log = logging.getLogger(__name__)
 

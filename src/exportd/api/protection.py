@@ -37,10 +37,8 @@ from exportd.api.openapi_problems import document_problems
 from exportd.api.problems import ProblemResponse, problem_response
 from exportd.api.ratelimit import RateLimiter
 from exportd.api.recipients import RecipientPolicy, install_recipient_errors
-from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, next_credit_at
-from exportd.errors import ExportdError, InvalidInput
-from exportd.settings import ApiSettings
-from exportd.spec import (
+from exportd.contract.errors import ExportdError, InvalidInput
+from exportd.contract.spec import (
     ExportRequestBody,
     ExportSpec,
     Phase,
@@ -48,6 +46,14 @@ from exportd.spec import (
     new_export_id,
     utc_now,
 )
+from exportd.security.credits import (
+    CreditAccount,
+    CreditPolicy,
+    InsufficientCredits,
+    next_credit_at,
+)
+from exportd.security.tokens import Principal
+from exportd.settings import ApiSettings
 from exportd.store.admission import (
     Admission,
     KeyInProgress,
@@ -64,7 +70,6 @@ from exportd.store.base import (
     StateUnavailable,
     store_from_settings,
 )
-from exportd.tokens import Principal
 
 log = logging.getLogger(__name__)
 STATE_RETRY_AFTER_SECONDS = 1

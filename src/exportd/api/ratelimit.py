@@ -34,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from exportd.api.auth import PRINCIPAL_SCOPE_KEY
 from exportd.api.limits_headers import PolicyState, rate_limit_headers
 from exportd.api.problems import problem_response
+from exportd.security.tokens import Principal
 from exportd.settings import ApiSettings
-from exportd.tokens import Principal
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from starlette.responses import Response
 
 from exportd.api.problems import problem_response
 from exportd.api.ratelimit import limits_storage
-from exportd.errors import ExportdError, Forbidden, TransientFailure
+from exportd.contract.errors import ExportdError, Forbidden, TransientFailure
+from exportd.security.tokens import Principal
 from exportd.settings import ApiSettings
-from exportd.tokens import Principal
 
 log = logging.getLogger(__name__)
 _POLICY_NAME = "email-user"

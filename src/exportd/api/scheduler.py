@@ -1,6 +1,7 @@
 """The server's scheduler: fires the API's schedules (kept in the state store) at their slots.
 
-It follows the same rules as the operator for ExportSchedules (:mod:`exportd.schedule`): one run
+It follows the same rules as the operator for ExportSchedules (:mod:`exportd.contract.schedule`):
+one run
 per due slot with a deterministic export id (``<schedule id>-<UTC YYYYMMDDHHMM>``), at most one
 catch-up after downtime, ``startingDeadlineSeconds``, the concurrency policy. It ticks once when
 the server starts (so a slot passed while it was down is caught up at once) and then every
@@ -29,13 +30,20 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from exportd import metrics
 from exportd.api.backends.base import ExportView
 from exportd.api.context import ApiContext
 from exportd.api.protection import Protection
-from exportd.errors import Conflict, ExportdError, NotFound
-from exportd.schedule import Decision, Outcome, RunRecord, decide, history_to_prune, run_name
-from exportd.spec import ExportSpec, Phase
+from exportd.contract.errors import Conflict, ExportdError, NotFound
+from exportd.contract.schedule import (
+    Decision,
+    Outcome,
+    RunRecord,
+    decide,
+    history_to_prune,
+    run_name,
+)
+from exportd.contract.spec import ExportSpec, Phase
+from exportd.ops import metrics
 from exportd.store.base import Clock
 from exportd.store.schedules import ScheduleRecord, ScheduleRun, ScheduleState, ScheduleStore
 

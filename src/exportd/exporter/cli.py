@@ -2,7 +2,7 @@
 
 ``python -m exportd.exporter [--spec-file PATH | --spec-json JSON]``; without either option the
 spec comes from ``EXPORTD_SPEC_JSON`` or else stdin. The stdout protocol is described in
-:mod:`exportd.exporter.reporting`, exit codes in :mod:`exportd.errors`. SIGTERM and SIGINT
+:mod:`exportd.exporter.reporting`, exit codes in :mod:`exportd.contract.errors`. SIGTERM and SIGINT
 cancel the running query, remove the partial file and exit 75 (reason ``Cancelled``).
 
 The export runs in a worker thread so the main thread stays free to receive signals even while
@@ -23,13 +23,13 @@ from typing import IO, NoReturn
 
 from pydantic import ValidationError
 
-from exportd import logs
-from exportd.errors import ExitCode, ExportdError, InvalidInput, PermanentFailure
+from exportd.contract.errors import ExitCode, ExportdError, InvalidInput, PermanentFailure
+from exportd.contract.spec import ExportResult, ExportSpec
 from exportd.exporter.report_kubernetes import select_reporter
 from exportd.exporter.reporting import Reporter, StdoutReporter, ThrottledProgress
 from exportd.exporter.run import run_export
+from exportd.ops import logs
 from exportd.settings import ExporterSettings
-from exportd.spec import ExportResult, ExportSpec
 
 log = logging.getLogger("exportd.exporter")
 JOIN_POLL_SECONDS = 0.2

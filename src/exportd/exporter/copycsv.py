@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exportd.errors import Cancelled, PermanentFailure
+from exportd.contract.errors import Cancelled, PermanentFailure
 from exportd.exporter.cancelwatch import CancelWatcher
 from exportd.exporter.pgcopy import PostgresCsvCopy
 from exportd.exporter.writers.base import WriteSummary

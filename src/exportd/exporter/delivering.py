@@ -1,6 +1,7 @@
 """The exporter's last step for ``returnType: email``: send the stored file, once.
 
-:func:`exportd.delivery.deliver` does the work and its claim marker keeps it to one e-mail per
+:func:`exportd.delivery.by_email.deliver` does the work and its claim marker keeps it to one e-mail
+per
 export. Here its outcome becomes part of the export's result (``delivered`` and the
 ``Delivered`` condition), and its failures keep their meaning for the retry policy:
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import logging
 
-from exportd import mail
-from exportd.delivery import deliver
-from exportd.errors import PermanentFailure, TransientFailure
+from exportd.contract.errors import PermanentFailure, TransientFailure
+from exportd.contract.spec import Condition, ExportSpec, ReturnType
+from exportd.delivery import mail
+from exportd.delivery.by_email import deliver
 from exportd.settings import CommonSettings
-from exportd.spec import Condition, ExportSpec, ReturnType
 from exportd.storage.base import Storage, StoredObject
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ import psycopg
 import pyarrow as pa
 from psycopg.conninfo import make_conninfo
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.sqlparams import to_pyformat
 from exportd.exporter.sources.base import QueryOptions, Source
 from exportd.exporter.sources.postgres import (
     PostgresSource,
@@ -42,7 +43,6 @@ from exportd.exporter.sources.postgres import (
     connection_arguments,
 )
 from exportd.settings import SourceConfig
-from exportd.sqlparams import to_pyformat
 
 FAST_BATCH_ROWS = 16_384  # measured: 65,536 costs ~25 MiB more peak RSS, no time
 DUCKDB_THREADS = 1  # one COPY stream; the other core builds and deflates the sheet

@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.contract.sqlparams import to_pyformat
 from exportd.exporter.writers.base import HashingFile
-from exportd.sqlparams import to_pyformat
 
 if TYPE_CHECKING:
     from exportd.settings import SourceConfig

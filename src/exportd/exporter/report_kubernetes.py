@@ -28,12 +28,12 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote
 
-from exportd import exportrequest as er
-from exportd.errors import ExitCode, ExportdError
+from exportd.contract import exportrequest as er
+from exportd.contract.errors import ExitCode, ExportdError
+from exportd.contract.spec import ExportResult, utc_now
 from exportd.exporter.reporting import Reporter
-from exportd.reports import sign_result
+from exportd.security.reports import sign_result
 from exportd.settings import ExporterSettings
-from exportd.spec import ExportResult, utc_now
 
 log = logging.getLogger(__name__)
 PROGRESS_MIN_SECONDS = 2.0

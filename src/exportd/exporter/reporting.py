@@ -24,8 +24,8 @@ import threading
 import time
 from typing import IO, Any, Protocol
 
-from exportd.errors import ExportdError
-from exportd.spec import ExportResult
+from exportd.contract.errors import ExportdError
+from exportd.contract.spec import ExportResult
 
 
 class Reporter(Protocol):

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exportd.catalog import Catalog, ExportType
-from exportd.errors import Cancelled, PermanentFailure, TransientFailure
+from exportd.contract.catalog import Catalog, ExportType
+from exportd.contract.errors import Cancelled, PermanentFailure, TransientFailure
+from exportd.contract.spec import ExportFormat, ExportResult, ExportSpec, utc_now
 from exportd.exporter.cancelwatch import CancelWatcher
 from exportd.exporter.delivering import deliver_export
 from exportd.exporter.sidecar import has_sidecar, publish_sidecar
 from exportd.exporter.writers import ExportMetadata, Writer, WriteSummary, open_writer
 from exportd.settings import ExporterSettings, SourceConfig
-from exportd.spec import ExportFormat, ExportResult, ExportSpec, utc_now
 from exportd.storage import storage_from_settings
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def _open_source(plan: ExportPlan, settings: ExporterSettings) -> Source:
 
         return PostgresArrowSource.from_config(config)
     if config.kind == "duckdb" and config.path == settings.sample_db_path:
-        from exportd.sampledb import ensure_sample_db
+        from exportd.sample.sampledb import ensure_sample_db
 
         ensure_sample_db(config.path)
     from exportd.exporter.sources import open_source

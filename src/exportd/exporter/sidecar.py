@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exportd.catalog import ExportType
-from exportd.spec import CSV_SIDECAR_SUFFIX, ExportFormat, ExportSpec, csv_sidecar_key
+from exportd.contract.catalog import ExportType
+from exportd.contract.spec import CSV_SIDECAR_SUFFIX, ExportFormat, ExportSpec, csv_sidecar_key
 from exportd.storage.base import Storage
 
 if TYPE_CHECKING:  # the CSV-by-COPY exporter must not load pyarrow (its 64 MiB target)

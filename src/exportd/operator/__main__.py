@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import kopf
 
-from exportd.logs import setup_process_logging
 from exportd.operator.connection import Cluster
 from exportd.operator.handlers import register
+from exportd.ops.logs import setup_process_logging
 from exportd.settings import OperatorSettings
 
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import utc_now
 from exportd.operator.cache import ClusterCache
 from exportd.operator.events import NORMAL, WARNING, EventNote, InvolvedObject, event_body
 from exportd.operator.jobs import JobOutcome, job_state
@@ -32,7 +33,6 @@ from exportd.operator.reconcile import (
     plan_round,
     rejected_patch,
 )
-from exportd.spec import utc_now
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX_SECONDS = 60.0

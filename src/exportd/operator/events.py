@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from exportd import exportrequest as er
-from exportd.spec import Phase
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import Phase
 
 NORMAL = "Normal"
 WARNING = "Warning"

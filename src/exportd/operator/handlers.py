@@ -21,8 +21,9 @@ from typing import Any
 import kopf
 from kubernetes.aio.client import ApiClient
 
-from exportd import exportrequest as er
-from exportd.catalog import Catalog
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import Catalog
+from exportd.contract.spec import TERMINAL_PHASES, utc_now
 from exportd.operator.admission import Limits
 from exportd.operator.cache import ClusterCache
 from exportd.operator.connection import Cluster
@@ -33,7 +34,6 @@ from exportd.operator.kube import KubeApi, KubeError
 from exportd.operator.reconcile import Linker, OrderProblem, RoundContext, check_order
 from exportd.operator.schedules import register_schedules
 from exportd.settings import OperatorSettings
-from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import storage_from_settings
 
 log = logging.getLogger(__name__)

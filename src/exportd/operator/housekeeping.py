@@ -14,7 +14,7 @@ Q6 asks for a kopf timer (with peering) or a CronJob. The choice is a **kopf tim
   finished request's timer fires once at startup, so what expired meanwhile goes at once.
 
 Per finished request (``completedAt`` past the retention, see
-:func:`exportd.housekeeping.retention_action`): past ``file_retention_seconds`` its file is
+:func:`exportd.ops.housekeeping.retention_action`): past ``file_retention_seconds`` its file is
 deleted, the status forgets ``objectKey``, ``url`` and ``expiresAt`` and gains the condition
 ``Expired``. Past ``record_retention_seconds`` a request **the API created** (label
 ``app.kubernetes.io/managed-by: exportd-api``) is deleted with its file and e-mail marker (the
@@ -38,11 +38,11 @@ import kopf
 from kubernetes.aio.client import CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
-from exportd import exportrequest as er
-from exportd import metrics
-from exportd.housekeeping import RetentionAction, keys_to_delete, retention_action
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import TERMINAL_PHASES, utc_now
+from exportd.ops import metrics
+from exportd.ops.housekeeping import RetentionAction, keys_to_delete, retention_action
 from exportd.settings import OperatorSettings
-from exportd.spec import TERMINAL_PHASES, utc_now
 from exportd.storage import Storage, storage_from_settings
 
 log = logging.getLogger(__name__)

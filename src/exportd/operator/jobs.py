@@ -3,7 +3,8 @@
 Planning is pure so every field of the manifest is unit-tested. The name is derived from the
 request (its name and uid), never ``generateName``: creating the same Job twice answers 409, so
 an operator restarted halfway through creates no second Job. The exporter's exit codes
-(:mod:`exportd.errors`) drive the Job: 2 and 3 fail it at once (``podFailurePolicy`` FailJob),
+(:mod:`exportd.contract.errors`) drive the Job: 2 and 3 fail it at once (``podFailurePolicy``
+FailJob),
 anything else is retried up to ``backoffLimit``; a pod evicted or preempted (DisruptionTarget) is
 replaced without counting as an attempt.
 """
@@ -17,12 +18,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from exportd import exportrequest as er
-from exportd.errors import ExitCode
-from exportd.podsettings import ExporterPodConfig
-from exportd.reports import report_key
+from exportd.contract import exportrequest as er
+from exportd.contract.errors import ExitCode
+from exportd.contract.podsettings import ExporterPodConfig
+from exportd.contract.spec import ExportSpec
+from exportd.security.reports import report_key
 from exportd.settings import OperatorSettings
-from exportd.spec import ExportSpec
 
 CONTAINER_NAME = "exporter"
 MANAGED_BY = "exportd-operator"
@@ -55,7 +56,7 @@ class JobTemplate:
     backoff_limit: int = 2
     ttl_seconds: int = 3600
     pod: ExporterPodConfig = field(default_factory=ExporterPodConfig)
-    report_secret: str | None = None  # each Job gets its request's key (exportd.reports)
+    report_secret: str | None = None  # each Job gets its request's key (exportd.security.reports)
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> JobTemplate:

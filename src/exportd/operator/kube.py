@@ -15,7 +15,7 @@ import aiohttp
 from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 from exportd.operator.jobs import MANAGED_BY
 
 T = TypeVar("T")

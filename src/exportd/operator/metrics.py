@@ -27,10 +27,10 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from exportd import exportrequest as er
-from exportd import metrics
+from exportd.contract import exportrequest as er
+from exportd.contract.spec import Phase
 from exportd.operator.controller import Controller
-from exportd.spec import Phase
+from exportd.ops import metrics
 
 log = logging.getLogger(__name__)
 _server_lock = threading.Lock()

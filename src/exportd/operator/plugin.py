@@ -24,7 +24,7 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from exportd import exportrequest as er
+from exportd.contract import exportrequest as er
 
 SPEC_KEPT_ON_RERUN = ("type", "format", "returnType", "fileName", "variables", "email")
 

@@ -28,15 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from exportd import exportrequest as er
-from exportd.catalog import Catalog, ExportType
-from exportd.delivery import failure_conditions
-from exportd.errors import ExportdError
-from exportd.operator.admission import Candidate, Limits, RequestKey, admit
-from exportd.operator.events import WARNING, EventNote, InvolvedObject, transition_events
-from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
-from exportd.reports import refusal
-from exportd.spec import (
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import Catalog, ExportType
+from exportd.contract.errors import ExportdError
+from exportd.contract.spec import (
     DELIVERED,
     TERMINAL_PHASES,
     Condition,
@@ -46,6 +41,11 @@ from exportd.spec import (
     Phase,
     ReturnType,
 )
+from exportd.delivery.by_email import failure_conditions
+from exportd.operator.admission import Candidate, Limits, RequestKey, admit
+from exportd.operator.events import WARNING, EventNote, InvolvedObject, transition_events
+from exportd.operator.jobs import JobOutcome, JobState, JobTemplate, RequestRef, job_state, plan_job
+from exportd.security.reports import refusal
 
 TERMINAL_VALUES = frozenset(phase.value for phase in TERMINAL_PHASES)
 CONDITION_READY = "Ready"
@@ -87,7 +87,9 @@ class RoundContext:
     template: JobTemplate
     catalog: Catalog
     link: Linker
-    report_secret: str | None = None  # results are trusted only when signed (exportd.reports)
+    report_secret: str | None = (
+        None  # results are trusted only when signed (exportd.security.reports)
+    )
 
 
 @dataclass(frozen=True)

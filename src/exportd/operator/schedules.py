@@ -1,7 +1,8 @@
 """kopf handlers of ExportSchedules: a timer per schedule that runs due slots as ExportRequests.
 
 Each tick (every ``schedule_tick_seconds``) reads the schedule and its runs, asks
-:func:`exportd.schedule.decide` what is due, and then, in an order that survives a crash at any
+:func:`exportd.contract.schedule.decide` what is due, and then, in an order that survives a crash
+at any
 point:
 
 1. with ``Replace``, cancels the active runs (``spec.cancel``);
@@ -26,11 +27,11 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from exportd import exportrequest as er
-from exportd import exportschedule as es
-from exportd import metrics
+from exportd.contract import exportrequest as er
+from exportd.contract import exportschedule as es
+from exportd.contract.schedule import Decision, Outcome, decide, history_to_prune, run_name
 from exportd.operator.kube import AlreadyExists, KubeApi, KubeError
-from exportd.schedule import Decision, Outcome, decide, history_to_prune, run_name
+from exportd.ops import metrics
 from exportd.settings import OperatorSettings
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from exportd.errors import ExitCode
+from exportd.contract.errors import ExitCode
+from exportd.contract.spec import ExportErrorInfo, ExportResult, ExportSpec
 from exportd.settings import CommonSettings
-from exportd.spec import ExportErrorInfo, ExportResult, ExportSpec
 
 log = logging.getLogger(__name__)
 

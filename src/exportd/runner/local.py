@@ -42,14 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from exportd import logs, metrics
-from exportd.catalog import Catalog
-from exportd.delivery import failure_conditions
-from exportd.errors import ExitCode, InvalidInput
-from exportd.housekeeping import remove_leftovers
+from exportd.contract.catalog import Catalog
+from exportd.contract.errors import ExitCode, InvalidInput
+from exportd.contract.spec import ExportErrorInfo, ExportResult, ExportStatus, Phase, utc_now
+from exportd.delivery.by_email import failure_conditions
+from exportd.ops import logs, metrics
+from exportd.ops.housekeeping import remove_leftovers
 from exportd.runner import child
 from exportd.settings import ApiSettings
-from exportd.spec import ExportErrorInfo, ExportResult, ExportStatus, Phase, utc_now
 from exportd.storage.base import Storage
 from exportd.store.base import ExportRecord, StateStore, StateUnavailable
 from exportd.store.events import RecordEvents

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
+from exportd.contract.spec import format_of
 from exportd.settings import MAX_LINK_EXPIRY_SECONDS
-from exportd.spec import format_of
 from exportd.storage.local import CHUNK_BYTES, validate_key
 
 __all__ = [

@@ -16,7 +16,8 @@ Why each step is as it is:
   Credentials (Workload Identity), which hold no key.
 - Transient errors (429, 5xx, connection errors) are retried by the SDK with exponential backoff
   for at most ``max_attempts`` x ``timeout_seconds``; what still fails becomes
-  :class:`~exportd.errors.TransientFailure`, a refusal :class:`~exportd.errors.PermanentFailure`.
+  :class:`~exportd.contract.errors.TransientFailure`, a refusal
+  :class:`~exportd.contract.errors.PermanentFailure`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from exportd.errors import ExportdError, NotFound, PermanentFailure, TransientFailure
+from exportd.contract.errors import ExportdError, NotFound, PermanentFailure, TransientFailure
 from exportd.settings import CommonSettings, StorageConfig
 from exportd.storage.base import Storage, StoredObject
 from exportd.storage.cloud import (

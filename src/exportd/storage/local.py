@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from exportd.errors import FieldError, InvalidInput, NotFound, TransientFailure
+from exportd.contract.errors import FieldError, InvalidInput, NotFound, TransientFailure
+from exportd.security.signing import UrlSigner
 from exportd.settings import CommonSettings
-from exportd.signing import UrlSigner
 from exportd.storage.base import Storage, StoredObject
 
 CHUNK_BYTES = 1024 * 1024

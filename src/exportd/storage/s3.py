@@ -16,8 +16,9 @@ Why each step is as it is:
   (``AbortIncompleteMultipartUpload``) removes.
 - Transient errors (5xx, throttling, timeouts, refused connections) are retried by botocore's
   ``standard`` retry mode with exponential backoff, ``storage.max_attempts`` times; what still
-  fails becomes :class:`~exportd.errors.TransientFailure`, a refusal (403, missing bucket, bad
-  request) :class:`~exportd.errors.PermanentFailure`.
+  fails becomes :class:`~exportd.contract.errors.TransientFailure`, a refusal (403, missing bucket,
+  bad
+  request) :class:`~exportd.contract.errors.PermanentFailure`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from exportd.errors import ExportdError, NotFound, PermanentFailure, TransientFailure
+from exportd.contract.errors import ExportdError, NotFound, PermanentFailure, TransientFailure
 from exportd.settings import CommonSettings, StorageConfig
 from exportd.storage.base import Storage, StoredObject
 from exportd.storage.cloud import (

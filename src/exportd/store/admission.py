@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from exportd.credits import CreditAccount, CreditPolicy, debit, refund
-from exportd.errors import Conflict, ExportdError, FieldError, InvalidInput
+from exportd.contract.errors import Conflict, ExportdError, FieldError, InvalidInput
+from exportd.security.credits import CreditAccount, CreditPolicy, debit, refund
 from exportd.store.base import ExportRecord
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

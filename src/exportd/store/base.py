@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportd.errors import FieldError, InvalidInput, TransientFailure
+from exportd.contract.errors import FieldError, InvalidInput, TransientFailure
+from exportd.contract.spec import TERMINAL_PHASES, ExportSpec, ExportStatus, Phase, utc_now
 from exportd.settings import ApiSettings
-from exportd.spec import TERMINAL_PHASES, ExportSpec, ExportStatus, Phase, utc_now
 
 if TYPE_CHECKING:
-    from exportd.credits import CreditAccount, CreditPolicy
-    from exportd.links import LinkEvent
+    from exportd.security.credits import CreditAccount, CreditPolicy
+    from exportd.security.links import LinkEvent
     from exportd.store.admission import Admission, Admitted, StoredResponse
 
 LIST_LIMIT_MAX = 100
@@ -131,7 +131,7 @@ class StateStore(ABC):
 
     @abstractmethod
     async def create(self, record: ExportRecord) -> ExportRecord:
-        """Insert a new record; :class:`~exportd.errors.Conflict` when the id exists."""
+        """Insert a new record; :class:`~exportd.contract.errors.Conflict` when the id exists."""
 
     @abstractmethod
     async def get(self, export_id: str) -> ExportRecord | None: ...
@@ -169,7 +169,7 @@ class StateStore(ABC):
         """Several unconditional status updates; stores may batch them in one transaction."""
         return [await self.update_status(i, status, pid=pid) for i, status, pid in updates]
 
-    # -- housekeeping: finished records past their retention (exportd.housekeeping) -----------
+    # -- housekeeping: finished records past their retention (exportd.ops.housekeeping) -----------
 
     async def list_finished(
         self, created_before: datetime, limit: int = 500, after: PageCursor | None = None
@@ -193,7 +193,8 @@ class StateStore(ABC):
         housekeeping runs delete it once); ``False`` when it changed or is already gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete records yet")
 
-    # -- handle links: the download audit log and revocations (exportd.links) -----------------
+    # -- handle links: the download audit log and revocations (exportd.security.links)
+    # -----------------
 
     async def add_link_event(self, event: LinkEvent) -> None:
         """Append one download or revocation to the audit log."""
@@ -245,7 +246,7 @@ def clamp_limit(limit: int) -> int:
 def store_from_settings(settings: ApiSettings, *, clock: Clock | None = None) -> StateStore:
     """The store named by ``state_db_url``: ``sqlite:///path`` or ``postgresql://...``; SQLite
     under data_dir by default. Credits are refunded by the policy of ``settings``."""
-    from exportd.credits import CreditPolicy
+    from exportd.security.credits import CreditPolicy
 
     policy = CreditPolicy.from_settings(settings)
     now = clock or utc_now

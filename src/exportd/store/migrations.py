@@ -102,7 +102,7 @@ def credits_migration(types: ColumnTypes) -> Migration:
 def link_events_migration(types: ColumnTypes) -> Migration:
     return Migration(
         3,
-        "link events: download audit log and revocations (exportd.links)",
+        "link events: download audit log and revocations (exportd.security.links)",
         (
             f"""
             CREATE TABLE link_events (

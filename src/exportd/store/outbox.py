@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from exportd.spec import ExportResult
+from exportd.contract.spec import ExportResult
 
 log = logging.getLogger(__name__)
 

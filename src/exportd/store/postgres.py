@@ -29,8 +29,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from exportd.credits import CreditPolicy
-from exportd.spec import utc_now
+from exportd.contract.spec import utc_now
+from exportd.security.credits import CreditPolicy
 from exportd.store.base import Clock
 from exportd.store.pg_migrations import CREATE_MIGRATIONS_TABLE, MIGRATION_LOCK_KEY, PG_MIGRATIONS
 from exportd.store.postgres_rows import PostgresTx, Row

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 
-from exportd.spec import CamelModel
+from exportd.contract.spec import CamelModel
 from exportd.store.base import ExportRecord, PageCursor
 from exportd.store.pg_migrations import ADMISSION_LOCK_KEY
 from exportd.store.sql_statements import StoreTx

@@ -1,6 +1,6 @@
 """Schedules in the state store (both SQL databases): what the API's schedules are and did.
 
-A schedule row holds its owner, its spec (:class:`~exportd.schedule.ScheduleSpec`) and its
+A schedule row holds its owner, its spec (:class:`~exportd.contract.schedule.ScheduleSpec`) and its
 state (last slot handled, last run, next slot, last outcome and reason), with a version for
 compare-and-set writes. Each handled slot adds one ``schedule_runs`` row, keyed by (schedule,
 slot): started (with its export's id), skipped, missed or refused (with the reason, e.g.
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportd.errors import Conflict
-from exportd.schedule import Outcome, ScheduleSpec
-from exportd.spec import CamelModel, utc_now
+from exportd.contract.errors import Conflict
+from exportd.contract.schedule import Outcome, ScheduleSpec
+from exportd.contract.spec import CamelModel, utc_now
 from exportd.store.sql_tx import Row, SqlTx
 
 _T = TypeVar("_T")

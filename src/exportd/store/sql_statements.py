@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from exportd.credits import CreditAccount
-from exportd.links import LinkEvent
-from exportd.spec import TERMINAL_PHASES, ExportStatus
+from exportd.contract.spec import TERMINAL_PHASES, ExportStatus
+from exportd.security.credits import CreditAccount
+from exportd.security.links import LinkEvent
 from exportd.store.admission import IdempotencyEntry, LedgerKind, StoredResponse
 from exportd.store.base import ExportRecord, PageCursor
 from exportd.store.migrations import Migration
@@ -229,7 +229,8 @@ class StoreTx(ScheduleTx):  # ScheduleTx: the schedules' statements
         )
         return (row["owner"], row["amount"]) if row else None
 
-    # -- handle links (exportd.links) -------------------------------------------------------
+    # -- handle links (exportd.security.links)
+    # -------------------------------------------------------
 
     def add_link_event(self, event: LinkEvent) -> None:
         self.run(

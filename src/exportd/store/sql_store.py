@@ -2,7 +2,8 @@
 
 Everything a call does beyond running statements lives here once: which transaction it needs,
 refunding the credit of a record that ends Failed or Cancelled in the transaction that records
-it, turning a duplicate id into :class:`~exportd.errors.Conflict`, keeping a new credit account
+it, turning a duplicate id into :class:`~exportd.contract.errors.Conflict`, keeping a new credit
+account
 when an admission is refused, paging. A store supplies how calls leave the event loop
 (:meth:`SqlStateStore._off_loop`) and how it opens a :class:`StoreTx` to read or to write.
 
@@ -22,10 +23,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from exportd.credits import CreditAccount, CreditPolicy, InsufficientCredits, accrue
-from exportd.errors import Conflict
-from exportd.links import LinkEvent
-from exportd.spec import ExportStatus, Phase
+from exportd.contract.errors import Conflict
+from exportd.contract.spec import ExportStatus, Phase
+from exportd.security.credits import CreditAccount, CreditPolicy, InsufficientCredits, accrue
+from exportd.security.links import LinkEvent
 from exportd.store.admission import (
     Admission,
     Admitted,
@@ -215,7 +216,7 @@ class SqlStateStore(ScheduleStore, StateStore):
     async def purge_expired_keys(self, now: datetime) -> int:
         return await self._writing(StoreTx.purge_expired_keys, now)
 
-    # -- housekeeping (exportd.housekeeping) -------------------------------------------------
+    # -- housekeeping (exportd.ops.housekeeping) -------------------------------------------------
 
     async def list_finished(
         self, created_before: datetime, limit: int = 500, after: PageCursor | None = None
@@ -225,7 +226,8 @@ class SqlStateStore(ScheduleStore, StateStore):
     async def delete_finished(self, export_id: str, version: int) -> bool:
         return await self._writing(StoreTx.delete_finished, export_id, version)
 
-    # -- handle links: the download audit log and revocations (exportd.links) -----------------
+    # -- handle links: the download audit log and revocations (exportd.security.links)
+    # -----------------
 
     async def add_link_event(self, event: LinkEvent) -> None:
         await self._writing(StoreTx.add_link_event, event)

@@ -17,8 +17,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from exportd.credits import CreditAccount
-from exportd.spec import CamelModel, ExportSpec, ExportStatus
+from exportd.contract.spec import CamelModel, ExportSpec, ExportStatus
+from exportd.security.credits import CreditAccount
 from exportd.store.admission import IdempotencyEntry, StoredResponse
 from exportd.store.base import ExportRecord, PageCursor
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exportd.credits import CreditPolicy
-from exportd.spec import utc_now
+from exportd.contract.spec import utc_now
+from exportd.security.credits import CreditPolicy
 from exportd.store.base import Clock
 from exportd.store.migrations import CREATE_MIGRATIONS_TABLE, MIGRATIONS
 from exportd.store.sql_statements import StoreTx

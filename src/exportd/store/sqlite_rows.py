@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from exportd.spec import CamelModel, utc_now
+from exportd.contract.spec import CamelModel, utc_now
 from exportd.store.base import ExportRecord, PageCursor
 from exportd.store.sql_statements import StoreTx
 from exportd.store.sql_tx import Cursor, Fragment, Model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from exportd.api.backends.base import ExportBackend, ExportView, ExportViewPage
-from exportd.catalog import Catalog
+from exportd.contract.catalog import Catalog
 from exportd.settings import ApiSettings, Backend
 
 # Each backend is imported only when chosen, so embedded mode never loads the Kubernetes client.

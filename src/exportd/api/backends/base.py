@@ -8,7 +8,8 @@ against each through one fixture:
 - ``submit`` takes a spec whose variables are already validated against the catalog, records it
   (idempotently by ``spec.id``), and returns its first status.
 - ``get``/``list``/``cancel`` take the caller's ``owner`` and raise
-  :class:`~exportd.errors.NotFound` for another owner's export, exactly as for a missing one, so
+  :class:`~exportd.contract.errors.NotFound` for another owner's export, exactly as for a missing
+  one, so
   a caller cannot learn that an id exists. ``owner=None`` means any owner: only a caller with
   the admin scope gets there.
 - ``record_store``: a backend that keeps its export records in a :class:`StateStore` names it;
@@ -24,7 +25,7 @@ against each through one fixture:
   that ended, so the API can give its credit back (otherwise the store does it as it records
   the end).
 - ``cancel`` returns once the export is recorded Cancelled (or raises
-  :class:`~exportd.errors.Conflict` when it already finished otherwise).
+  :class:`~exportd.contract.errors.Conflict` when it already finished otherwise).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from exportd.spec import ExportSpec, ExportStatus, Phase
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase
 from exportd.store.base import StateStore
 from exportd.store.events import RecordEvents
 

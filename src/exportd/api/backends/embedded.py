@@ -15,11 +15,11 @@ from exportd.api.backends.base import (
     ExportView,
     ExportViewPage,
 )
-from exportd.catalog import Catalog
-from exportd.errors import Conflict, NotFound
+from exportd.contract.catalog import Catalog
+from exportd.contract.errors import Conflict, NotFound
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase
 from exportd.runner import LocalRunner
 from exportd.settings import ApiSettings
-from exportd.spec import ExportSpec, ExportStatus, Phase
 from exportd.storage.base import Storage, storage_from_settings
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.events import RecordEvents
@@ -51,7 +51,7 @@ class EmbeddedBackend(ExportBackend):
 
     def _ensure_sample_db(self) -> None:
         """Create the sample database when the ``sample`` source is the embedded one."""
-        from exportd.sampledb import ensure_sample_db
+        from exportd.sample.sampledb import ensure_sample_db
 
         source = self.settings.sources.get("sample")
         if source is not None and source.kind == "duckdb" and source.path is not None:

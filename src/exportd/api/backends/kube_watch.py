@@ -26,9 +26,9 @@ import aiohttp
 from kubernetes.aio.client import CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 
-from exportd import exportrequest as er
-from exportd.errors import TransientFailure
-from exportd.spec import Phase
+from exportd.contract import exportrequest as er
+from exportd.contract.errors import TransientFailure
+from exportd.contract.spec import Phase
 from exportd.store.events import RecordEvents
 
 log = logging.getLogger(__name__)

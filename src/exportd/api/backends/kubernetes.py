@@ -5,7 +5,7 @@ order with the same id finds the first one), reads its status for ``get``, lists
 CRs by the requester label, cancels by setting ``spec.cancel``, and waits for a terminal phase
 on the one watch of :mod:`exportd.api.backends.kube_watch` (no loop of sleeps, no connection per
 waiter), which also counts the unfinished requests for the queue limits and reports the ended
-ones so their credit can be settled. The CR layout lives in :mod:`exportd.exportrequest`.
+ones so their credit can be settled. The CR layout lives in :mod:`exportd.contract.exportrequest`.
 
 The service account needs ``create``, ``get``, ``list``, ``watch`` and ``patch`` on
 ``exportrequests`` in ``EXPORTD_KUBERNETES_NAMESPACE``.
@@ -26,7 +26,6 @@ from kubernetes.aio.client import ApiClient, Configuration, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
 
-from exportd import exportrequest as er
 from exportd.api.backends.base import (
     LIST_LIMIT_DEFAULT,
     ExportBackend,
@@ -35,8 +34,9 @@ from exportd.api.backends.base import (
     Settle,
 )
 from exportd.api.backends.kube_watch import ExportRequestWatch
-from exportd.catalog import Catalog
-from exportd.errors import (
+from exportd.contract import exportrequest as er
+from exportd.contract.catalog import Catalog
+from exportd.contract.errors import (
     Conflict,
     ExportdError,
     FieldError,
@@ -44,8 +44,8 @@ from exportd.errors import (
     NotFound,
     TransientFailure,
 )
+from exportd.contract.spec import ExportSpec, ExportStatus, Phase
 from exportd.settings import ApiSettings
-from exportd.spec import ExportSpec, ExportStatus, Phase
 from exportd.store.events import RecordEvents
 
 log = logging.getLogger(__name__)

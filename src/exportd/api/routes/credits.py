@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from exportd.api.auth import PrincipalDep
 from exportd.api.protection import ProtectionDep
-from exportd.spec import CamelModel
+from exportd.contract.spec import CamelModel
 
 router = APIRouter()
 

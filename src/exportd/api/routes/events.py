@@ -38,8 +38,8 @@ from fastapi.responses import StreamingResponse
 from exportd.api.auth import PrincipalDep
 from exportd.api.context import EXPORTS_ROUTE, ApiContext, ContextDep
 from exportd.api.models import Problem
-from exportd.errors import NotFound
-from exportd.spec import ExportStatus, Phase
+from exportd.contract.errors import NotFound
+from exportd.contract.spec import ExportStatus, Phase
 
 router = APIRouter()
 

@@ -28,10 +28,10 @@ from exportd.api.models import (
 )
 from exportd.api.problems import problem_response
 from exportd.api.protection import Protection, ProtectionDep, Respond
-from exportd.delivery import FAILURE_REASONS as DELIVERY_FAILURE_REASONS
-from exportd.errors import Forbidden
-from exportd.spec import ExportRequestBody, ExportSpec, ExportStatus, Phase, ReturnType
-from exportd.tokens import Principal
+from exportd.contract.errors import Forbidden
+from exportd.contract.spec import ExportRequestBody, ExportSpec, ExportStatus, Phase, ReturnType
+from exportd.delivery.by_email import FAILURE_REASONS as DELIVERY_FAILURE_REASONS
+from exportd.security.tokens import Principal
 
 router = APIRouter()
 

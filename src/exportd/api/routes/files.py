@@ -16,9 +16,9 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from exportd.api.context import ContextDep
 from exportd.api.models import Problem
-from exportd.errors import Forbidden, NotFound
-from exportd.signing import DOWNLOAD_ROUTE
-from exportd.spec import format_of
+from exportd.contract.errors import Forbidden, NotFound
+from exportd.contract.spec import format_of
+from exportd.security.signing import DOWNLOAD_ROUTE
 from exportd.storage.local import LocalStorage
 
 router = APIRouter()

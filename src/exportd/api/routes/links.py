@@ -1,7 +1,7 @@
 """Handle links: downloads through the API that are checked, audited and revocable.
 
 With ``link_mode: handle`` the link a client gets is ``/v1/exports/{id}/download`` (see
-:mod:`exportd.links`). Every click comes here, and in this order:
+:mod:`exportd.security.links`). Every click comes here, and in this order:
 
 1. who: the bearer of a token (the export's owner, or the admin scope), else the link's own
    ``expires``/``token`` pair; another user's export is 404, exactly as a missing one, and a
@@ -34,10 +34,10 @@ from exportd.api.models import Problem
 from exportd.api.problems import problem_response
 from exportd.api.protection import Protection, ProtectionDep
 from exportd.api.ratelimit import client_ip, parse_networks
-from exportd.errors import Conflict, ExportdError, Forbidden
-from exportd.links import LinkEvent
-from exportd.spec import CamelModel, Phase, utc_now
-from exportd.tokens import Principal
+from exportd.contract.errors import Conflict, ExportdError, Forbidden
+from exportd.contract.spec import CamelModel, Phase, utc_now
+from exportd.security.links import LinkEvent
+from exportd.security.tokens import Principal
 
 router = APIRouter(tags=["links"])
 audit = logging.getLogger("exportd.audit")

@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from exportd import outbox
 from exportd.api.auth import PrincipalDep
 from exportd.api.context import ContextDep
 from exportd.api.models import Problem
 from exportd.api.protection import ProtectionDep
-from exportd.errors import NotFound
-from exportd.spec import CamelModel
+from exportd.contract.errors import NotFound
+from exportd.contract.spec import CamelModel
+from exportd.delivery import outbox
 
 router = APIRouter()
 NOTE = "Development outbox: no SMTP server is configured, so e-mails are kept here, not sent."

@@ -16,7 +16,7 @@ from importlib import resources
 
 from fastapi import APIRouter, Request, Response
 
-from exportd.errors import NotFound
+from exportd.contract.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 

@@ -1,4 +1,5 @@
-"""Schedule routes: ``/v1/schedules``, exports on a clock (rules in :mod:`exportd.schedule`).
+"""Schedule routes: ``/v1/schedules``, exports on a clock (rules in
+:mod:`exportd.contract.schedule`).
 
 A schedule belongs to the user who created it: another user's schedule is 404, as an export is
 (the admin scope sees and manages everyone's). The body is checked field by field (422 naming
@@ -24,9 +25,9 @@ from exportd.api.context import ApiContext, ContextDep
 from exportd.api.models import Problem
 from exportd.api.protection import ProtectionDep
 from exportd.api.scheduler import Scheduler
-from exportd.errors import InvalidInput, NotFound
-from exportd.schedule import Outcome, ScheduleSpec
-from exportd.spec import CamelModel, Phase
+from exportd.contract.errors import InvalidInput, NotFound
+from exportd.contract.schedule import Outcome, ScheduleSpec
+from exportd.contract.spec import CamelModel, Phase
 from exportd.store.schedules import (
     ScheduleRecord,
     ScheduleRun,

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exportd.errors import PermanentFailure
+from exportd.contract.errors import PermanentFailure
 from exportd.exporter.cells import DECIMAL_TEXT, decimal_text, decimal_text_array
 
 Builder = Callable[[Sequence[Any]], pa.Array]

@@ -20,10 +20,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.sqlparams import to_dollar
 from exportd.exporter.sources.base import QueryOptions, Source
 from exportd.settings import SourceConfig
-from exportd.sqlparams import to_dollar
 
 WATCH_INTERVAL_SECONDS = 0.05
 EXTENSION_DIRECTORY = Path(tempfile.gettempdir()) / "exportd-duckdb-extensions"

@@ -52,7 +52,7 @@ from pymysql.constants import FIELD_TYPE, FLAG
 from pymysql.converters import conversions
 from pymysql.cursors import SSCursor
 
-from exportd.errors import ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.exporter.sources import arrowtypes as at
 from exportd.exporter.sources.arrowtypes import ColumnPlan
 from exportd.exporter.sources.base import QueryOptions

@@ -46,7 +46,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 
-from exportd.errors import ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.exporter.sources.arrowtypes import (
     ColumnPlan,
     decimal_plan,

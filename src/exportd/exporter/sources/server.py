@@ -18,11 +18,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from exportd.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure
+from exportd.contract.sqlparams import to_pyformat
 from exportd.exporter.sources.arrowtypes import ColumnPlan, empty_batch, rows_to_batch
 from exportd.exporter.sources.base import QueryOptions, Source
 from exportd.settings import SourceConfig
-from exportd.sqlparams import to_pyformat
 
 
 class Cursor(Protocol):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from exportd.catalog import ExportType
+from exportd.contract.catalog import ExportType
+from exportd.contract.spec import ExportFormat
 from exportd.exporter.writers.base import ExportMetadata, Writer, WriteSummary
-from exportd.spec import ExportFormat
 
 WRITER_KINDS: dict[str, str] = {
     ExportFormat.XLSX.value: "exportd.exporter.writers.fastxlsx:choose_xlsx_writer",

@@ -33,7 +33,7 @@ from typing import IO, BinaryIO, cast
 
 import pyarrow as pa
 
-from exportd.catalog import ExportType
+from exportd.contract.catalog import ExportType
 from exportd.exporter.cells import Field, is_text_type, text_fields
 from exportd.exporter.writers.base import ExportMetadata, HashingFile, Writer, WriteSummary
 

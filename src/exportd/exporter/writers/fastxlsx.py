@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from exportd.catalog import ExportType
-from exportd.errors import PermanentFailure
+from exportd.contract.catalog import ExportType
+from exportd.contract.errors import PermanentFailure
 from exportd.exporter.cells import display_width, spreadsheet_cells
 from exportd.exporter.writers import fastxlsx_parts as parts
 from exportd.exporter.writers.base import (

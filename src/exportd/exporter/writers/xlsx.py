@@ -20,8 +20,8 @@ import xlsxwriter
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
-from exportd.catalog import ExportType
-from exportd.errors import PermanentFailure
+from exportd.contract.catalog import ExportType
+from exportd.contract.errors import PermanentFailure
 from exportd.exporter.cells import (
     DATE_FORMAT,
     DATETIME_FORMAT,

@@ -19,7 +19,7 @@ on every tick: *given the last slot handled and the time now, what is due?* The 
 Every run has a deterministic name (:func:`run_name`): the schedule's name and the slot's UTC
 minute. Creating a run that already exists is success, so two ticks, two replicas or a restart
 between "created the run" and "recorded it" never start a slot twice. Daylight saving: see
-:mod:`exportd.cron`.
+:mod:`exportd.contract.cron`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from exportd.cron import Cron, CronError, Timetable, zone
-from exportd.spec import CamelModel, ExportRequestBody, Phase
+from exportd.contract.cron import Cron, CronError, Timetable, zone
+from exportd.contract.spec import CamelModel, ExportRequestBody, Phase
 
 RUN_NAME_MAX = 63
 SLOT_FORMAT = "%Y%m%d%H%M"

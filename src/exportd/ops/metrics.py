@@ -37,7 +37,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exportd import __version__
-from exportd.spec import ExportErrorInfo, ExportSpec, ExportStatus, Phase
+from exportd.contract.spec import ExportErrorInfo, ExportSpec, ExportStatus, Phase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -201,7 +201,8 @@ HOUSEKEEPING_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
-# -- scheduled exports (exportd.schedule; no schedule names as labels) -----------------------
+# -- scheduled exports (exportd.contract.schedule; no schedule names as labels)
+# -----------------------
 
 SCHEDULE_RUNS = Counter(
     "exportd_schedule_runs",

@@ -2,7 +2,7 @@
 
 Why: the compose stack's databases must hold the same rows as the embedded DuckDB sample, so an
 export gives the same file from any source. Rather than a second copy of the data as SQL files
-that can drift, the tables are built by :func:`exportd.sampledb.build_sample` in an in-memory
+that can drift, the tables are built by :func:`exportd.sample.sampledb.build_sample` in an in-memory
 DuckDB and copied, columns, keys and rows, into the target; the column types follow DuckDB's
 (see ``_TYPES``).
 
@@ -26,8 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 
-from exportd.errors import InvalidInput
-from exportd.sampledb import DATA_SETS, build_sample
+from exportd.contract.errors import InvalidInput
+from exportd.sample.sampledb import DATA_SETS, build_sample
 from exportd.settings import ExporterSettings, SourceConfig
 
 if TYPE_CHECKING:  # the drivers are imported by the loader that needs one, not both each time

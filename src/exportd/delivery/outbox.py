@@ -8,7 +8,7 @@ development aid, never a delivery: a deployment sets ``smtp.host`` (which turns 
 
 One file per export (its name is the export id), created under a temporary name and renamed
 into place, so a reader never sees half a message; the delivery claim of
-:mod:`exportd.delivery` keeps a second run of the same export from writing again.
+:mod:`exportd.delivery.by_email` keeps a second run of the same export from writing again.
 """
 
 from __future__ import annotations

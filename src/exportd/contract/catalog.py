@@ -28,9 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
-from exportd.errors import FieldError, InvalidInput
-from exportd.spec import ExportTypeName, VariableKey, VariableValue
-from exportd.sqlparams import placeholders_in
+from exportd.contract.errors import FieldError, InvalidInput
+from exportd.contract.spec import ExportTypeName, VariableKey, VariableValue
+from exportd.contract.sqlparams import placeholders_in
 
 STRING_MAX_DEFAULT = 1000
 # YAML 1.1 (kubectl, Helm, Argo CD) reads unquoted keys y/yes/on as true and n/no/off as false;

@@ -1,7 +1,9 @@
 """The ExportSchedule custom resource: its names, its spec and status, and the runs it makes.
 
-Same group and version as ExportRequest (:mod:`exportd.exportrequest`). Each run is an ordinary
-ExportRequest named by :func:`exportd.schedule.run_name`, labelled with the schedule's name and
+Same group and version as ExportRequest (:mod:`exportd.contract.exportrequest`). Each run is an
+ordinary
+ExportRequest named by :func:`exportd.contract.schedule.run_name`, labelled with the schedule's
+name and
 owned by the schedule (a controller owner reference, so deleting the schedule deletes its runs
 on a cluster). Its ``spec`` is the template plus ``requestedAt``: the slot's time. The requester
 is the template's ``requestedBy`` or, as for any request applied by hand, ``kubernetes:<ns>``.
@@ -16,9 +18,9 @@ from typing import Annotated, Any
 
 from pydantic import StringConstraints
 
-from exportd import exportrequest as er
-from exportd.schedule import RunRecord, ScheduleRules, run_name
-from exportd.spec import ExportRequestBody, Phase
+from exportd.contract import exportrequest as er
+from exportd.contract.schedule import RunRecord, ScheduleRules, run_name
+from exportd.contract.spec import ExportRequestBody, Phase
 
 KIND = "ExportSchedule"
 PLURAL = "exportschedules"

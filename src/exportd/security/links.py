@@ -8,7 +8,8 @@ redirects to a fresh storage URL that lives ``download_redirect_seconds``.
 The caller is either the bearer of a token for the export's owner, or anyone holding a link with
 ``?expires=...&token=...``: an HMAC over the export id, its owner and the expiry. Its key is
 derived from ``signing_key`` for this purpose alone, so a handle token can never pass for the
-signature of a file link (:mod:`exportd.signing`) or the other way round. The exporter signs
+signature of a file link (:mod:`exportd.security.signing`) or the other way round. The exporter
+signs
 these links too (the e-mail of a large export carries one), so this module is core, not API.
 """
 

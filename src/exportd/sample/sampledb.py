@@ -16,7 +16,8 @@ never sees a half-built database and two processes racing to create it both end 
 complete file.
 
 This module is the only definition of the sample data: ``exportd load-sample``
-(:mod:`exportd.sampleload`) builds the same tables in memory with :func:`build_sample` and copies
+(:mod:`exportd.sample.sampleload`) builds the same tables in memory with :func:`build_sample` and
+copies
 them into PostgreSQL or MySQL/MariaDB, which is how the compose stack's databases are filled.
 """
 
@@ -69,7 +70,7 @@ SELECT
         ELSE 'note ' || id
     END AS notes
 FROM base;
--- Declared so copies into other databases (exportd.sampleload) get the same key.
+-- Declared so copies into other databases (exportd.sample.sampleload) get the same key.
 ALTER TABLE users ADD PRIMARY KEY (id);
 """
 

@@ -21,7 +21,7 @@ The message carries the file when the whole message, base64 and headers included
 handle link in ``link_mode: handle``, else a signed storage URL).
 
 With no SMTP server and ``smtp.outbox`` on (embedded mode's default), the composed message is
-kept in the development outbox (:mod:`exportd.outbox`) instead, under the same claim.
+kept in the development outbox (:mod:`exportd.delivery.outbox`) instead, under the same claim.
 """
 
 from __future__ import annotations
@@ -40,11 +40,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from exportd import mail, outbox
-from exportd.errors import ExportdError, PermanentFailure
-from exportd.links import HandleLinks
-from exportd.settings import CommonSettings
-from exportd.spec import (
+from exportd.contract.errors import ExportdError, PermanentFailure
+from exportd.contract.spec import (
     DELIVERED,
     Condition,
     ExportErrorInfo,
@@ -52,6 +49,9 @@ from exportd.spec import (
     ReturnType,
     utc_now,
 )
+from exportd.delivery import mail, outbox
+from exportd.security.links import HandleLinks
+from exportd.settings import CommonSettings
 from exportd.storage.base import Storage, StoredObject
 
 MARKER_NAME = ".delivered-email"
@@ -116,7 +116,8 @@ def deliver(
 ) -> DeliveryOutcome:
     """E-mail the stored export to ``spec.email`` unless another run already claimed it.
 
-    Raises TransientFailure / PermanentFailure (reason from :mod:`exportd.mail`) when sending
+    Raises TransientFailure / PermanentFailure (reason from :mod:`exportd.delivery.mail`) when
+    sending
     failed; the claim is released first unless the message may have been accepted."""
     if spec.return_type is not ReturnType.EMAIL:
         return DeliveryOutcome(delivered=None, reason="NotRequested")

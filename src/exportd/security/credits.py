@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from exportd.errors import ExportdError
+from exportd.contract.errors import ExportdError
+from exportd.contract.spec import Phase
 from exportd.settings import ApiSettings
-from exportd.spec import Phase
 
 EXPORT_COST = 1
 

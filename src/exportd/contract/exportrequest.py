@@ -1,8 +1,10 @@
 """The ExportRequest custom resource: the one place that knows its group, names and layout.
 
 The API (Kubernetes backend), the operator and the exporter's status reporter all meet here and
-nowhere else. This module turns an :class:`~exportd.spec.ExportSpec` into a CR body and back, and
-a CR's ``status`` into an :class:`~exportd.spec.ExportStatus`. It imports no Kubernetes client.
+nowhere else. This module turns an :class:`~exportd.contract.spec.ExportSpec` into a CR body and
+back, and
+a CR's ``status`` into an :class:`~exportd.contract.spec.ExportStatus`. It imports no Kubernetes
+client.
 
 Who writes what in ``status`` (merge patches on the status subresource, so writers never clash):
 
@@ -11,7 +13,7 @@ Who writes what in ``status`` (merge patches on the status subresource, so write
   ``objectKey``, ``url``, ``expiresAt``,
   ``delivered``, ``reason``, ``message``, ``observedGeneration``, ``conditions``;
 - the exporter (inside the Job): ``progress`` (rows so far), ``result`` (what it stored) with
-  ``resultSignature`` (see :mod:`exportd.reports`) and ``lastError`` (why its last attempt
+  ``resultSignature`` (see :mod:`exportd.security.reports`) and ``lastError`` (why its last attempt
   failed). The operator turns these into the fields above.
 
 The CR's name is the export id; ``spec`` is the API body plus ``requestedBy``, ``requestedAt`` and
@@ -29,8 +31,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from exportd.errors import ExportdError
-from exportd.spec import (
+from exportd.contract.errors import ExportdError
+from exportd.contract.spec import (
     DELIVERED,
     ExportErrorInfo,
     ExportRequestBody,
@@ -39,7 +41,7 @@ from exportd.spec import (
     ExportStatus,
     Phase,
 )
-from exportd.spec import Condition as SpecCondition
+from exportd.contract.spec import Condition as SpecCondition
 
 GROUP = "exportd.dev"
 VERSION = "v1alpha1"

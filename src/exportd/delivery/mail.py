@@ -31,9 +31,9 @@ from string import Template
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
-from exportd.errors import ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.errors import ExportdError, PermanentFailure, TransientFailure
+from exportd.contract.spec import utc_now
 from exportd.settings import SmtpConfig
-from exportd.spec import utc_now
 
 OUTCOME_UNKNOWN = "SmtpOutcomeUnknown"
 UNAVAILABLE = "SmtpUnavailable"

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from exportd import metrics
+from exportd.contract.spec import ExportErrorInfo, Phase, csv_sidecar_key, utc_now
+from exportd.ops import metrics
 from exportd.settings import CommonSettings
-from exportd.spec import ExportErrorInfo, Phase, csv_sidecar_key, utc_now
 from exportd.storage.base import Storage
 from exportd.store.base import ExportRecord, PageCursor, StateStore
 from exportd.store.outbox import ResultOutbox
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 STALE_UPLOAD_SECONDS = 24 * 3600
 LEFTOVER_AGE_SECONDS = 3600  # older than any publish in progress
 PAGE_SIZE = 100
-MARKER_NAME = ".delivered-email"  # exportd.delivery's claim marker, next to the file
+MARKER_NAME = ".delivered-email"  # exportd.delivery.by_email's claim marker, next to the file
 IsLive = Callable[[ExportRecord], bool]
 
 

@@ -39,11 +39,12 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import yaml
 
-from exportd import __version__, logs
-from exportd import exportrequest as er
-from exportd.errors import Conflict, InvalidInput
+from exportd import __version__
+from exportd.contract import exportrequest as er
+from exportd.contract.errors import Conflict, InvalidInput
+from exportd.contract.spec import Phase, utc_now
+from exportd.ops import logs
 from exportd.settings import ApiSettings, Backend
-from exportd.spec import Phase, utc_now
 from exportd.store.base import ExportRecord, StateStore, store_from_settings
 from exportd.store.schedules import ScheduleRecord, ScheduleStore
 
@@ -344,7 +345,7 @@ def run_command(args: Any, out: IO[str]) -> int:
 
 async def _housekeeping_once(settings: ApiSettings) -> Any:
     """One pass, beside a running server or instead of its timer (cron)."""
-    from exportd.housekeeping import Housekeeper
+    from exportd.ops.housekeeping import Housekeeper
     from exportd.storage import storage_from_settings
 
     async with _opened(settings, None) as store:

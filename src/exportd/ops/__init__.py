@@ -1,0 +1,2 @@
+"""Running exportd: metrics, JSON logs, housekeeping, backups and the generated configuration
+reference."""

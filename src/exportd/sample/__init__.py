@@ -1,0 +1,1 @@
+"""The sample database: its one definition and the loader that puts it into a server."""
