@@ -67,6 +67,21 @@ def problem_response(
     return ProblemResponse(problem.to_json_dict(), status_code=status, headers=headers)
 
 
+def retry_later_response(
+    request: Request, exc: ExportdError, retry_after_seconds: int, export_id: str | None = None
+) -> ProblemResponse:
+    """``exc`` as problem+json with ``Retry-After``: every "try again later" answer (a full
+    queue, the state store away, a key still being answered, a daily cap)."""
+    return problem_response(
+        exc.status,
+        exc.message,
+        reason=exc.reason,
+        headers={"Retry-After": str(retry_after_seconds)},
+        instance=request.url.path,
+        export_id=export_id,
+    )
+
+
 def _title(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

@@ -34,7 +34,7 @@ from exportd.api.context import ApiContext
 from exportd.api.idempotency import canonical_body, replayed, stored_response
 from exportd.api.models import AcceptedResponse, Problem
 from exportd.api.openapi_problems import document_problems
-from exportd.api.problems import ProblemResponse, problem_response
+from exportd.api.problems import ProblemResponse, problem_response, retry_later_response
 from exportd.api.ratelimit import RateLimiter
 from exportd.api.recipients import RecipientPolicy, install_recipient_errors
 from exportd.contract.errors import ExportdError, InvalidInput
@@ -297,36 +297,18 @@ async def _on_insufficient_credits(request: Request, exc: Exception) -> Response
 async def _on_queue_full(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueueFull)
     retry = get_protection(request).settings.queue_full_retry_after_seconds
-    return problem_response(
-        503,
-        exc.message,
-        reason=exc.reason,
-        headers={"Retry-After": str(retry)},
-        instance=request.url.path,
-    )
+    return retry_later_response(request, exc, retry)
 
 
 async def _on_state_unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StateUnavailable)
-    return problem_response(
-        503,
-        exc.message,
-        reason=exc.reason,
-        headers={"Retry-After": str(STATE_RETRY_AFTER_SECONDS)},
-        instance=request.url.path,
-    )
+    return retry_later_response(request, exc, STATE_RETRY_AFTER_SECONDS)
 
 
 async def _on_key_in_progress(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeyInProgress)
-    return problem_response(
-        409,
-        exc.message,
-        reason=exc.reason,
-        headers={"Retry-After": str(KEY_IN_PROGRESS_RETRY_AFTER_SECONDS)},
-        instance=request.url.path,
-        export_id=exc.export_id,
-    )
+    retry = KEY_IN_PROGRESS_RETRY_AFTER_SECONDS
+    return retry_later_response(request, exc, retry, export_id=exc.export_id)
 
 
 def install_protection(app: FastAPI, protection: Protection) -> None:

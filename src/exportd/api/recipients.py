@@ -29,7 +29,7 @@ from limits import RateLimitItemPerDay
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.responses import Response
 
-from exportd.api.problems import problem_response
+from exportd.api.problems import retry_later_response
 from exportd.api.ratelimit import limits_storage
 from exportd.contract.errors import ExportdError, Forbidden, TransientFailure
 from exportd.security.tokens import Principal
@@ -122,13 +122,7 @@ class RecipientPolicy:
 
 async def _on_cap_reached(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EmailCapReached)
-    return problem_response(
-        429,
-        exc.message,
-        reason=exc.reason,
-        headers={"Retry-After": str(exc.retry_after_seconds)},
-        instance=request.url.path,
-    )
+    return retry_later_response(request, exc, exc.retry_after_seconds)
 
 
 def install_recipient_errors(app: FastAPI) -> None:
