@@ -17,10 +17,25 @@ from tests.integration.dbfixtures import PG_DSN
 
 pytestmark = pytest.mark.integration
 NEVER = {"pandas", "numpy", "fastapi", "kopf", "kubernetes", "openpyxl", "uvicorn"}
-PROBE = (
-    "import json, sys; from exportd.cli import main; code = main(sys.argv[1:]); "
-    "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)"
-)
+# The exporter image has neither pandas nor numpy (exporter-image/extras.txt; the venvs of
+# tests/e2e/test_image_parity.py hold neither); this test environment has both, for the tests
+# that read exports with pandas, and DuckDB and pyarrow load them whenever they are installed.
+# So the probe makes them not found, as in the image: the run must succeed without them, and an
+# import of either by exportd's own code fails it.
+PROBE = """
+import json, sys
+
+class NoPandas:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pandas", "numpy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+from exportd.cli import main
+code = main(sys.argv[1:])
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+sys.exit(code)
+"""
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,17 @@ SCHEDULES_URL = f"/apis/{er.GROUP}/{er.VERSION}/namespaces/{NAMESPACE}/{es.PLURA
 NAME = "menus-every-5"
 CRON = "*/5 * * * *"
 TICK = 0.3
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "examples" / "exportschedule-weekly-menus.yaml"
 TEMPLATE = {
     "type": "menuCategoriesByMuscle",
     "fileName": "menus.csv",
     "variables": {"a": "muscle1", "b": "muscle2"},
 }
+
+
+def example_status(cluster: LocalCluster) -> dict[str, Any]:
+    found = cluster.api.current(SCHEDULES, NAMESPACE, "weekly-menus") or {}
+    return dict(found.get("status") or {})
 
 
 def schedule(cluster: LocalCluster) -> dict[str, Any]:
@@ -71,7 +77,8 @@ async def test_operator_runs_one_request_per_slot_across_restarts_and_prunes_his
     is pruned; an operator restart that lost the status write makes no second request for the
     slot; after downtime over three slots exactly one catch-up run (the latest slot) is made; a
     slot later than startingDeadlineSeconds is missed, not run; `kubectl get exportschedules`
-    shows Schedule, TimeZone, Suspend, Last, Next and Age."""
+    shows Schedule, TimeZone, Suspend, Last, Next and Age; deploy/examples' schedule applied with
+    kubectl is accepted and scheduled."""
     clock = FakeClock(utc_now())
     operator = await cluster.start_operator(clock, schedule_tick_seconds=TICK)
     body = {
@@ -150,9 +157,18 @@ async def test_operator_runs_one_request_per_slot_across_restarts_and_prunes_his
     await cluster.until(lambda: status(cluster).get("lastSlotTime") == er.rfc3339(slot6))
     assert status(cluster)["lastOutcome"] == "missed"
     assert run_names(cluster) == {run_name(NAME, slot5)}
+
+    # The GitOps example, applied as users apply it: accepted, and scheduled by the operator.
+    kubectl = Kubectl(kubectl_binary, tmp_path / "home", cluster.url)
+    applied = await kubectl.run("apply", "--validate=false", "-f", str(EXAMPLE))
+    assert applied.returncode == 0, applied.stderr
+    weekly = Timetable.of("0 7 * * MON", "Europe/Berlin").next_after(clock.now)
+    assert weekly is not None
+    await cluster.until(
+        lambda: example_status(cluster).get("nextScheduleTime") == er.rfc3339(weekly)
+    )
     await operator.stop()
 
-    kubectl = Kubectl(kubectl_binary, tmp_path / "home", cluster.url)
     listed = await kubectl.run("get", "exportschedules", NAME)
     assert listed.returncode == 0, listed.stderr
     shown = columns(listed.stdout)
