@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 
-from exportd import mail
-from exportd.delivery import deliver
 from exportd.errors import PermanentFailure, TransientFailure
 from exportd.settings import CommonSettings
 from exportd.spec import Condition, ExportSpec, ReturnType
@@ -33,6 +31,9 @@ def deliver_export(
     """``(delivered, [Delivered condition])`` for an e-mail export; ``(None, [])`` otherwise."""
     if spec.return_type is not ReturnType.EMAIL:
         return None, []
+    from exportd import mail  # imported only for e-mail exports (email_validator, smtplib)
+    from exportd.delivery import deliver
+
     try:
         outcome = deliver(spec, stored, storage, settings)
     except TransientFailure as exc:
