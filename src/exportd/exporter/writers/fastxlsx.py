@@ -41,7 +41,7 @@ from exportd.exporter.writers.base import (
     Writer,
     WriteSummary,
 )
-from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
+from exportd.exporter.writers.fastxlsx_xml import column_parts, rows_xml
 from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
 
 PIECE_TARGET_BYTES = 8 * 1024 * 1024
@@ -67,9 +67,9 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
 
 def _built(piece: pa.RecordBatch, first_row: int, zone: str) -> tuple[Bytes, bytes]:
     """Sheet XML of a slice of rows and its deflated form (runs in the pool)."""
-    cells = [column_cells(column, zone) for column in piece.columns]
-    if cells:
-        raw: Bytes = memoryview(rows_xml(cells, first_row))
+    columns = [column_parts(column, zone) for column in piece.columns]
+    if columns:
+        raw: Bytes = memoryview(rows_xml(columns, first_row, piece.num_rows))
     else:
         raw = b"".join(f'<row r="{first_row + i}"/>'.encode() for i in range(piece.num_rows))
     return raw, deflate_piece(raw)
