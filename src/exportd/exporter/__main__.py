@@ -3,8 +3,8 @@
 The process runs without pandas and NumPy, as in the exporter image (which installs neither):
 where a development or bench environment has them, pyarrow imports NumPy when it loads and pandas
 (~0.25 s, ~30 MiB with NumPy) on the first ``pa.array`` over a Python list, only to ask whether
-the list is a pandas object. Nothing on the exporter's paths uses either. Only this entry point blocks it: ``main()`` called in-process
-(tests, library users) leaves the interpreter as it is.
+the list is a pandas object. Nothing on the exporter's paths uses either. Only this entry point
+blocks them: ``main()`` called in-process (tests, library users) leaves the interpreter as it is.
 """
 
 import os
