@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -178,6 +179,8 @@ def api_case(bench: Bench, rows: int, repeats: int) -> Side:
         **bench.env(),
         "EXPORTD_DATA_DIR": str(bench.workdir / "api"),
         "EXPORTD_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        # `exportd token` signs only for a server it can name: the secret both share.
+        "EXPORTD_JWT_SECRET": secrets.token_hex(32),
     }
     exportd = str(Path(PYTHON).parent / "exportd")
     token = subprocess.run(

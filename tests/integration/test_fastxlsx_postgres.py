@@ -96,7 +96,8 @@ def edge_schema_fixture() -> Iterator[str]:
 def read_fast(
     sql: str, params: dict[str, Any] | None = None, **options: Any
 ) -> tuple[pa.Table, bool]:
-    with PostgresArrowSource.from_config(pg_source()) as source:
+    """Through DuckDB's scanner even for a small result (the small-result probe is off)."""
+    with PostgresArrowSource.from_config(pg_source(), small_result_rows=0) as source:
         batches = list(source.stream(sql, params or {}, QueryOptions(**options)))
         return pa.Table.from_batches(batches), source.used_fast_path
 
@@ -122,6 +123,43 @@ def test_fast_path_gives_the_psycopg_sources_arrow(edge_schema: str) -> None:
     slow = read_psycopg(sql)
     assert fast.schema == slow.schema
     assert comparable(fast) == comparable(slow)
+
+
+def test_small_result_is_read_whole_by_the_probe_as_the_psycopg_source_reads_it(
+    edge_schema: str,
+) -> None:
+    """A result within ``small_result_rows`` (the edge rows; and 0 rows) is read by the type
+    probe, without DuckDB: same schema and values as the psycopg source, NULLs and edges
+    included; one row more than the limit goes through the scanner instead."""
+    sql = f"SELECT {XLSX_COLUMNS} FROM {edge_schema}.edge ORDER BY id"
+    for query in (sql, sql.replace("ORDER BY", "WHERE false ORDER BY")):
+        with PostgresArrowSource.from_config(pg_source()) as source:
+            small = pa.Table.from_batches(list(source.stream(query, {}, QueryOptions())))
+            assert source.used_small_path and not source.used_fast_path
+        slow = read_psycopg(query)
+        assert small.schema == slow.schema
+        assert comparable(small) == comparable(slow)
+    limit = len(EDGE_ROWS) - 1
+    with PostgresArrowSource.from_config(pg_source(), small_result_rows=limit) as source:
+        scanned = pa.Table.from_batches(list(source.stream(sql, {}, QueryOptions())))
+        assert source.used_fast_path and not source.used_small_path
+    assert comparable(scanned) == comparable(read_psycopg(sql))
+
+
+def test_statement_timeout_cancels_a_slow_small_query() -> None:
+    """The probe runs under the export's statement timeout and reports it as such."""
+    with (
+        PostgresArrowSource.from_config(pg_source()) as source,
+        pytest.raises(PermanentFailure) as caught,
+    ):
+        list(
+            source.stream(
+                "SELECT 1::int AS one FROM pg_sleep(5)",
+                {},
+                QueryOptions(statement_timeout_seconds=1),
+            )
+        )
+    assert caught.value.reason == "StatementTimeout"
 
 
 def test_fast_path_keeps_the_order_of_the_query(edge_schema: str) -> None:

@@ -25,7 +25,6 @@ from pydantic import ValidationError
 
 from exportd.contract.errors import ExitCode, ExportdError, InvalidInput, PermanentFailure
 from exportd.contract.spec import ExportResult, ExportSpec
-from exportd.exporter.report_kubernetes import select_reporter
 from exportd.exporter.reporting import Reporter, StdoutReporter, ThrottledProgress
 from exportd.exporter.run import run_export
 from exportd.ops import logs
@@ -95,7 +94,10 @@ def main(
         return exc.exit_code
     logs.setup_process_logging(settings)  # settings' level and format, secrets redacted
     logs.export_id_var.set(spec.id)
-    reporter = select_reporter(settings, reporter)  # EXPORTD_REPORTER: stdout or kubernetes
+    if settings.reporter == "kubernetes":  # its module loads the CRD's models: only then
+        from exportd.exporter.report_kubernetes import select_reporter
+
+        reporter = select_reporter(settings, reporter)
     return run_reported(spec, settings, reporter)
 
 

@@ -20,8 +20,6 @@ import logging
 
 from exportd.contract.errors import PermanentFailure, TransientFailure
 from exportd.contract.spec import Condition, ExportSpec, ReturnType
-from exportd.delivery import mail
-from exportd.delivery.by_email import deliver
 from exportd.settings import CommonSettings
 from exportd.storage.base import Storage, StoredObject
 
@@ -34,6 +32,9 @@ def deliver_export(
     """``(delivered, [Delivered condition])`` for an e-mail export; ``(None, [])`` otherwise."""
     if spec.return_type is not ReturnType.EMAIL:
         return None, []
+    from exportd.delivery import mail  # imported only for e-mail exports (email_validator, smtplib)
+    from exportd.delivery.by_email import deliver
+
     try:
         outcome = deliver(spec, stored, storage, settings)
     except TransientFailure as exc:

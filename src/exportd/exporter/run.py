@@ -212,7 +212,9 @@ def _produce_from_batches(
 def _log_path(source: Source, writer: Writer, rows: int) -> None:
     """Which reader and writer did the work: operators compare exports' speed by it."""
     fast_read = getattr(source, "used_fast_path", None)
+    small_read = getattr(source, "used_small_path", None)
     reader = type(source).__name__ + (" (DuckDB scanner)" if fast_read else "")
+    reader += " (small result, psycopg)" if small_read else ""
     log.info("export path: %s -> %s, %d rows", reader, type(writer).__name__, rows)
 
 

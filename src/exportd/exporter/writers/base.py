@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # the PostgreSQL CSV path imports this module and must stay without Arrow
     import pyarrow as pa
@@ -50,10 +50,30 @@ class HashingFile(io.BufferedIOBase):
         super().__init__()
         self._file = file
         self._hash = hashlib.sha256()
+        self._marks: dict[int, Any] = {}  # offset -> the hash's state before it
 
     @classmethod
     def create(cls, path: Path) -> HashingFile:
-        return cls(path.open("wb"))
+        return cls(path.open("w+b"))  # readable too: see rewrite
+
+    def mark(self, offset: int) -> None:
+        """Remember the hash's state here (``offset``: the bytes written so far), so the bytes
+        from here on may be rewritten later (see :meth:`rewrite`)."""
+        self._marks[offset] = self._hash.copy()
+
+    def rewrite(self, offset: int, data: bytes) -> None:
+        """Replace bytes at a marked ``offset`` (same length) and keep the hash exact: it goes
+        back to its state at the mark and hashes everything from there again (the file's tail
+        is read back, from the page cache: the price of a rare rewrite, never of a plain one)."""
+        self._hash = self._marks.pop(offset)
+        self._file.flush()
+        end = self._file.seek(0, io.SEEK_END)
+        self._file.seek(offset)
+        self._file.write(data)
+        self._hash.update(data)
+        while chunk := self._file.read(min(1 << 20, max(end - self._file.tell(), 0))):
+            self._hash.update(chunk)
+        self._file.seek(end)
 
     def writable(self) -> bool:
         return True

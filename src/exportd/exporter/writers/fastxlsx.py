@@ -41,15 +41,14 @@ from exportd.exporter.writers.base import (
     Writer,
     WriteSummary,
 )
-from exportd.exporter.writers.fastxlsx_xml import column_cells, rows_xml
-from exportd.exporter.writers.fastxlsx_zip import ZIP32_LIMIT, Bytes, ZipStream, deflate_piece
+from exportd.exporter.writers.fastxlsx_xml import column_parts, rows_xml
+from exportd.exporter.writers.fastxlsx_zip import Bytes, ZipStream, deflate_piece
 
 PIECE_TARGET_BYTES = 8 * 1024 * 1024
 XML_BYTES_PER_VALUE_BYTE = 2
 XML_BYTES_PER_CELL = 24
 WIDTH_SAMPLE_ROWS = 200
 QUEUE_POLL_SECONDS = 0.1
-ZIP64_MARGIN = 4
 
 
 def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
@@ -67,9 +66,9 @@ def choose_xlsx_writer(export_type: ExportType) -> type[Writer]:
 
 def _built(piece: pa.RecordBatch, first_row: int, zone: str) -> tuple[Bytes, bytes]:
     """Sheet XML of a slice of rows and its deflated form (runs in the pool)."""
-    cells = [column_cells(column, zone) for column in piece.columns]
-    if cells:
-        raw: Bytes = memoryview(rows_xml(cells, first_row))
+    columns = [column_parts(column, zone) for column in piece.columns]
+    if columns:
+        raw: Bytes = memoryview(rows_xml(columns, first_row, piece.num_rows))
     else:
         raw = b"".join(f'<row r="{first_row + i}"/>'.encode() for i in range(piece.num_rows))
     return raw, deflate_piece(raw)
@@ -100,14 +99,7 @@ def use_system_allocator() -> None:
 
 @dataclass(frozen=True)
 class _Open:
-    name: str
-    zip64: bool = False
-
-
-def sheet_may_pass_zip32(row_bytes_estimate: int, max_sheet_rows: int) -> bool:
-    """Whether a full sheet of such rows could reach 4 GiB of XML, with a 4x margin for rows
-    larger than the first batch's (such a sheet's entry gets a ZIP64 local header)."""
-    return row_bytes_estimate * max_sheet_rows * ZIP64_MARGIN >= ZIP32_LIMIT
+    name: str  # ZIP64 or not is decided when the entry closes (fastxlsx_zip.py)
 
 
 @dataclass(frozen=True)
@@ -155,7 +147,6 @@ class FastXlsxWriter(Writer):
         self._widths: list[int] = []
         self._sheets: list[parts.SheetPart] = []
         self._sheet_rows = 0
-        self._zip64 = False
         self._builder = threading.Thread(target=self._guard, args=(self._build_loop,), daemon=True)
         self._appender = threading.Thread(
             target=self._guard, args=(self._append_loop,), daemon=True
@@ -278,7 +269,6 @@ class FastXlsxWriter(Writer):
         self._put(self._ops, _STOP)
 
     def _learn_layout(self, batch: pa.RecordBatch) -> None:
-        self._zip64 = sheet_may_pass_zip32(_row_bytes(batch), self.max_sheet_rows)
         self._header = list(batch.schema.names)
         sample = batch.slice(0, WIDTH_SAMPLE_ROWS)
         self._widths = [
@@ -317,7 +307,7 @@ class FastXlsxWriter(Writer):
         number = len(self._sheets) + 1
         name = DATA_SHEET if number == 1 else f"{DATA_SHEET} {number}"
         self._sheets.append(parts.SheetPart(name, len(self._header), 1, bool(self._header)))
-        self._put(self._ops, _Open(f"xl/worksheets/sheet{number}.xml", self._zip64))
+        self._put(self._ops, _Open(f"xl/worksheets/sheet{number}.xml"))
         head = parts.sheet_head(
             self._header, self._widths, selected=number == 1, frozen=bool(self._header)
         )
@@ -340,6 +330,6 @@ class FastXlsxWriter(Writer):
             if isinstance(op, _Piece):
                 self._zip.add_piece(*op.built.result())
             elif isinstance(op, _Open):
-                self._zip.open_entry(op.name, zip64=op.zip64)
+                self._zip.open_entry(op.name)
             elif isinstance(op, _Close):
                 self._zip.close_entry()

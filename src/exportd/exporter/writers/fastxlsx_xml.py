@@ -1,9 +1,16 @@
 """Sheet XML for whole Arrow batches at once: the fast XLSX writer's cell builder.
 
 Why vectorized: a Python loop per cell costs about a microsecond per cell, so 10 million cells
-take longer than reading and compressing them together. Here every column becomes one Arrow string
-array of finished ``<c>`` elements through Arrow compute kernels (C++, run without the GIL), and a
-batch becomes ``<row>`` elements in one more kernel call; the bytes are the array's data buffer.
+take longer than reading and compressing them together. Here every column's values become Arrow
+strings through Arrow compute kernels (C++, run without the GIL), and a batch becomes ``<row>``
+elements in one more kernel call; the bytes are the array's data buffer.
+
+One pass per row: a column is described as *parts* (:data:`Parts`), the pieces whose element-wise
+concatenation is its ``<c>`` element: constant markup (``'<c><v>'``), the value texts, constant
+closing markup. The row join takes every column's parts at once, so a column's cells are never
+built as an array of their own and the row XML is written in one copy. A column is made into
+finished cells first only where its cells differ by row: NULLs (``<c/>``), and the rare values
+written as text in a number column (big integers, NaN, dates outside Excel's range).
 
 The values and cell types follow :mod:`exportd.exporter.cells` exactly (the one mapping); only
 rare column types (times, binary, lists, ...) go through that module's per-value code.
@@ -17,7 +24,7 @@ and ``xml:space="preserve"`` when the text starts or ends with white space.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeAlias
 from xml.sax.saxutils import escape
 
 import pyarrow as pa
@@ -53,10 +60,26 @@ _NEEDS_ESCAPE = r"[&<>\r]|_x[0-9A-Fa-f]{4}_"
 _XML_ILLEGAL_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def number_cells(texts: pa.Array, style: int = 0) -> pa.Array:
+# The pieces of one column's cells, concatenated element-wise: constant markup or arrays.
+Part: TypeAlias = str | pa.Array
+Parts: TypeAlias = list[Part]
+
+
+def joined(parts: Parts) -> pa.Array:
+    """The finished cells of a column's parts (NULL where a value is NULL)."""
+    if len(parts) == 1 and isinstance(parts[0], pa.Array):
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def number_parts(texts: pa.Array, style: int = 0) -> Parts:
     """Numbers already rendered as text, as ``<c><v>..</v></c>`` (NULL stays NULL)."""
     opening = f'<c s="{style}"><v>' if style else "<c><v>"
-    return pc.binary_join_element_wise(opening, texts, "</v></c>", "")
+    return [opening, texts, "</v></c>"]
+
+
+def number_cells(texts: pa.Array, style: int = 0) -> pa.Array:
+    return joined(number_parts(texts, style))
 
 
 def _any(mask: pa.Array) -> bool:
@@ -106,13 +129,17 @@ def _edge_space(strings: pa.Array) -> pa.Array:
     return pc.match_substring_regex(strings, _EDGE_SPACE)
 
 
-def text_cells(strings: pa.Array) -> pa.Array:
+def text_parts(strings: pa.Array) -> Parts:
     """Clean text (already cut) as inline-string cells; never a formula, number or link."""
     edge_space = _edge_space(strings)
-    opening: Any = _TEXT_OPEN
+    opening: Part = _TEXT_OPEN
     if _any(edge_space):
         opening = pc.if_else(edge_space, _TEXT_OPEN_PRESERVE, _TEXT_OPEN)
-    return pc.binary_join_element_wise(opening, escape_text(strings), _TEXT_CLOSE, "")
+    return [opening, escape_text(strings), _TEXT_CLOSE]
+
+
+def text_cells(strings: pa.Array) -> pa.Array:
+    return joined(text_parts(strings))
 
 
 def _constant_text_cells(texts: pa.Array) -> pa.Array:
@@ -120,37 +147,38 @@ def _constant_text_cells(texts: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(_TEXT_OPEN, texts, _TEXT_CLOSE, "")
 
 
-def _choose(mask: pa.Array, when_true: pa.Array, when_false: pa.Array) -> pa.Array:
+def _choose_parts(mask: pa.Array, when_true: pa.Array, when_false: Parts) -> Parts:
+    """``when_false``'s parts as they are unless some row takes ``when_true`` instead."""
     if not _any(mask):
         return when_false
-    return pc.if_else(pc.fill_null(mask, False), when_true, when_false)
+    return [pc.if_else(pc.fill_null(mask, False), when_true, joined(when_false))]
 
 
-def integer_cells(array: pa.Array) -> pa.Array:
+def integer_parts(array: pa.Array) -> Parts:
     texts = pc.cast(array, pa.string())
-    cells = number_cells(texts)
+    parts = number_parts(texts)
     if array.type.bit_width >= 64:
         big = pc.greater_equal(array, pa.scalar(_BIG_INTEGER, array.type))
         if pa.types.is_signed_integer(array.type):
             big = pc.or_(big, pc.less_equal(array, pa.scalar(-_BIG_INTEGER, array.type)))
-        cells = _choose(big, _constant_text_cells(texts), cells)
-    return cells
+        parts = _choose_parts(big, _constant_text_cells(texts), parts)
+    return parts
 
 
-def decimal_cells(array: pa.Array) -> pa.Array:
+def decimal_parts(array: pa.Array) -> Parts:
     texts = pc.cast(array, pa.string())
-    cells = number_cells(texts)
+    parts = number_parts(texts)
     if array.type.precision > EXCEL_MAX_DIGITS:
         digits = pc.utf8_trim(pc.replace_substring_regex(texts, r"[-.]", ""), "0")
         wide = pc.greater(pc.utf8_length(digits), EXCEL_MAX_DIGITS)
-        cells = _choose(wide, _constant_text_cells(texts), cells)
-    return cells
+        parts = _choose_parts(wide, _constant_text_cells(texts), parts)
+    return parts
 
 
-def float_cells(array: pa.Array) -> pa.Array:
+def float_parts(array: pa.Array) -> Parts:
     # Each width's shortest text: a float32 0.1 is "0.1", not the double 0.10000000149011612.
     values = pc.cast(array, pa.float64())
-    cells = number_cells(pc.cast(array, pa.string()))
+    parts = number_parts(pc.cast(array, pa.string()))
     nonfinite = pc.invert(pc.is_finite(values))
     if pc.any(nonfinite).as_py():
         names = pc.if_else(
@@ -158,45 +186,46 @@ def float_cells(array: pa.Array) -> pa.Array:
             "NaN",
             pc.if_else(pc.greater(values, 0), "Infinity", "-Infinity"),
         )
-        cells = _choose(nonfinite, _constant_text_cells(names), cells)
-    return cells
+        parts = _choose_parts(nonfinite, _constant_text_cells(names), parts)
+    return parts
 
 
 def bool_cells(array: pa.Array) -> pa.Array:
     return pc.if_else(array, '<c t="b"><v>1</v></c>', '<c t="b"><v>0</v></c>')
 
 
-def date_cells(array: pa.Array) -> pa.Array:
+def date_parts(array: pa.Array) -> Parts:
     days = temporal.date_days(array)
     outside = pc.or_(pc.less(days, FIRST_SAFE_DAY), pc.greater(days, LAST_EXCEL_DAY))
     inside = pc.if_else(outside, 0, days)  # no overflow on the sentinels of infinity
     serials = pc.add(pc.cast(inside, pa.int64()), EXCEL_DAYS_AT_UNIX_EPOCH)
-    cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATE)
-    return _with_exact_text(cells, outside, days, temporal.date_text)
+    parts = number_parts(pc.cast(serials, pa.string()), STYLE_DATE)
+    return _with_exact_text(parts, outside, days, temporal.date_text)
 
 
-def timestamp_cells(array: pa.Array, zone: str) -> pa.Array:
+def timestamp_parts(array: pa.Array, zone: str) -> Parts:
     micros, _ = temporal.wall_clock_micros(array, zone)
     serials = pc.add(pc.divide(pc.cast(micros, pa.float64(), safe=False), MICROS_PER_DAY), 25569.0)
-    cells = number_cells(pc.cast(serials, pa.string()), STYLE_DATETIME)
+    parts = number_parts(pc.cast(serials, pa.string()), STYLE_DATETIME)
     outside = pc.or_(pc.less(micros, FIRST_SAFE_MICROS), pc.greater_equal(micros, END_SAFE_MICROS))
-    return _with_exact_text(cells, outside, micros, temporal.timestamp_text)
+    return _with_exact_text(parts, outside, micros, temporal.timestamp_text)
 
 
-def _with_exact_text(cells: pa.Array, outside: pa.Array, values: pa.Array, text: Any) -> pa.Array:
+def _with_exact_text(parts: Parts, outside: pa.Array, values: pa.Array, text: Any) -> Parts:
     """Dates and times Excel cannot show as such (before 1900-03-01, after 9999, infinite)
     as their exact ISO text, like the one mapping; they are rare, so only they go through
     Python."""
     outside = pc.fill_null(outside, False)
     if not pc.any(outside).as_py():
-        return cells
+        return parts
+    cells = joined(parts)
     texts = [
         _TEXT_OPEN + text(value) + _TEXT_CLOSE for value in pc.filter(values, outside).to_pylist()
     ]
     replaced = pc.replace_with_mask(
         pc.cast(cells, pa.large_string()), outside, pa.array(texts, pa.large_string())
     )
-    return pc.cast(replaced, cells.type)
+    return [pc.cast(replaced, cells.type)]
 
 
 def python_cells(array: pa.Array, zone: str) -> pa.Array:
@@ -217,46 +246,58 @@ def _python_cell(value: Any) -> str | None:
     return opening + text + _TEXT_CLOSE
 
 
-def column_cells(array: pa.Array, zone: str) -> pa.Array:
-    """One column as finished ``<c>`` elements, one per row, NULL as ``<c/>``."""
+def column_parts(array: pa.Array, zone: str) -> Parts:
+    """One column's ``<c>`` elements as parts (NULL as ``<c/>``): no part holds a NULL."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
-    kind = array.type
-    cells = _typed_cells(array, kind, zone)
-    return pc.fill_null(cells, EMPTY_CELL)
+    parts = _typed_parts(array, array.type, zone)
+    if any(isinstance(part, pa.Array) and part.null_count for part in parts):
+        return [pc.fill_null(joined(parts), EMPTY_CELL)]
+    return parts
 
 
-def _typed_cells(array: pa.Array, kind: pa.DataType, zone: str) -> pa.Array:
+def column_cells(array: pa.Array, zone: str) -> pa.Array:
+    """One column as finished ``<c>`` elements, one per row, NULL as ``<c/>``."""
+    return joined(column_parts(array, zone))
+
+
+def _typed_parts(array: pa.Array, kind: pa.DataType, zone: str) -> Parts:
     if pa.types.is_null(kind):
-        return pa.array([EMPTY_CELL] * len(array), pa.string())
+        return [pa.array([EMPTY_CELL] * len(array), pa.string())]
     if pa.types.is_boolean(kind):
-        return bool_cells(array)
+        return [bool_cells(array)]
     if pa.types.is_integer(kind):
-        return integer_cells(array)
+        return integer_parts(array)
     if pa.types.is_decimal(kind):
-        return decimal_cells(array)
+        return decimal_parts(array)
     if pa.types.is_floating(kind):
-        return float_cells(array)
+        return float_parts(array)
     if pa.types.is_timestamp(kind):
-        return timestamp_cells(array, zone)
+        return timestamp_parts(array, zone)
     if pa.types.is_date(kind):
-        return date_cells(array)
+        return date_parts(array)
     if pa.types.is_string(kind):
-        return text_cells(clean_and_cut(array))
+        return text_parts(clean_and_cut(array))
     if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return text_cells(clean_and_cut(pc.cast(array, pa.string())))
-    return python_cells(array, zone)
+        return text_parts(clean_and_cut(pc.cast(array, pa.string())))
+    return [python_cells(array, zone)]
 
 
-def rows_xml(cells: list[pa.Array], first_row: int) -> pa.Buffer:
-    """``<row r="n">..</row>`` for every row, concatenated; ``first_row`` is 1-based."""
-    count = len(cells[0])
+def rows_xml(columns: list[Parts], first_row: int, count: int) -> pa.Buffer:
+    """``<row r="n">..</row>`` for ``count`` rows of the columns' parts, concatenated in one
+    kernel call (adjacent constant markup merged first); ``first_row`` is 1-based."""
     ones = pa.repeat(pa.scalar(1, pa.int64()), count)
     numbers = pc.cast(pc.add(pc.cumulative_sum(ones), first_row - 1), pa.string())
-    rows = pc.binary_join_element_wise('<row r="', numbers, '">', *cells, "</row>", "")
-    return concatenated(rows)
+    pieces: Parts = ['<row r="', numbers, '">']
+    for part in [part for parts in columns for part in parts] + ["</row>"]:
+        last = pieces[-1]
+        if isinstance(part, str) and isinstance(last, str):
+            pieces[-1] = last + part
+        else:
+            pieces.append(part)
+    return concatenated(pc.binary_join_element_wise(*pieces, ""))
 
 
 def concatenated(strings: pa.Array) -> pa.Buffer:

@@ -12,13 +12,21 @@ Format: streamed entries carry a data descriptor (general purpose flag bit 3), l
 ``ZipOutputStream`` that Apache POI writes XLSX with; ZIP64 records are added only when a size or
 an offset needs them (sheet XML past 4 GiB), so ordinary files are plain ZIP 2.0.
 
-A streamed entry that may pass 4 GiB is opened with ``zip64=True``: its local header then carries
-the ZIP64 extra field (sizes ``0xFFFFFFFF`` in the header, zero in the extra, as APPNOTE 4.3.9.2
-asks when a data descriptor follows) and its data descriptor has 8-byte sizes, so a streaming
-reader that never looks at the central directory reads it right. The writer cannot know an
-entry's final size when it starts it, so it decides from the rows' size (see
-:func:`exportd.exporter.writers.fastxlsx.sheet_may_pass_zip32`); small sheets stay plain, the
-form every spreadsheet program reads.
+ZIP64, exactly: a streamed entry whose data reaches 4 GiB needs the ZIP64 extra field in its
+local header (sizes ``0xFFFFFFFF`` in the header, zero in the extra, as APPNOTE 4.3.9.2 asks when
+a data descriptor follows) and 8-byte sizes in its data descriptor, or a streaming reader that
+never looks at the central directory misreads it. Its final size is unknown when its header is
+written, so when the file can be rewritten (the exporter's local file) every streamed entry's
+local header reserves the extra field's 20 bytes as a *padding* extra field, ID ``0xD935`` (the
+one Android's zipalign writes into every aligned APK: 2 bytes of alignment, here 1, then zeros).
+When the entry closes past 4 GiB, its header is rewritten in place, same length: version 45, the
+size markers, the padding turned into the ZIP64 extra field. Otherwise it stays as written: a
+plain ZIP 2.0 header with an extra field readers skip (APPNOTE 4.5.1: unknown IDs are ignored;
+zipfile, stream-unzip, calamine's zip crate and LibreOffice skip it; it is never repeated in the
+central directory). Why padding and not the ZIP64 field always: a ZIP64 header on every small
+file asks every reader to handle ZIP64; why not a plain header rewritten later: 20 bytes cannot
+be inserted before gigabytes of data. ``open_entry(zip64=True)`` forces the ZIP64 header; a file
+that cannot be rewritten gets plain headers (and nothing past 4 GiB should be streamed into it).
 """
 
 from __future__ import annotations
@@ -53,6 +61,9 @@ FLAG_DATA_DESCRIPTOR = 0x0008
 FLAG_UTF8 = 0x0800
 VERSION_DEFAULT = 20
 VERSION_ZIP64 = 45
+ZIP64_EXTRA_ID = 0x0001
+PADDING_EXTRA_ID = 0xD935  # Android zipalign's alignment padding
+RESERVED_EXTRA_BYTES = 20  # the ZIP64 extra field of a local header: ID, length, two sizes
 
 
 Bytes = bytes | bytearray | memoryview
@@ -75,6 +86,7 @@ class _Entry:
     dos_time: int = 0
     dos_date: int = 0
     zip64_local: bool = False  # the local header has the ZIP64 extra field
+    reserved: bool = False  # the local header holds padding that may become the ZIP64 field
 
     @property
     def needs_zip64(self) -> bool:
@@ -99,6 +111,8 @@ class ZipStream:
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
+        # Rewritable: a HashingFile (its hash kept exact) or a plain seekable file.
+        self.rewritable = hasattr(file, "rewrite") or file.seekable()
         self._offset = 0
         self._entries: list[_Entry] = []
         self._open: _Entry | None = None
@@ -117,7 +131,9 @@ class ZipStream:
         extra = b""
         if entry.zip64_local:
             sizes = (0, ZIP32_MARKER, ZIP32_MARKER)
-            extra = struct.pack("<HHQQ", 0x0001, 16, 0, 0)  # sizes follow in the descriptor
+            extra = struct.pack("<HHQQ", ZIP64_EXTRA_ID, 16, 0, 0)  # sizes in the descriptor
+        elif entry.reserved:
+            extra = struct.pack("<HHH14x", PADDING_EXTRA_ID, 16, 1)
         return (
             struct.pack(
                 "<IHHHHHIIIHH",
@@ -158,9 +174,13 @@ class ZipStream:
 
     def open_entry(self, name: str, *, zip64: bool = False) -> None:
         """Start a streamed entry; add pieces with :meth:`add_piece`, end it with
-        :meth:`close_entry`. ``zip64``: the entry may pass 4 GiB (see the module docstring)."""
+        :meth:`close_entry`. ``zip64``: the ZIP64 local header whatever the size; otherwise
+        it is decided exactly at the end when the file is rewritable (module docstring)."""
         entry = self._new_entry(name, FLAG_DATA_DESCRIPTOR)
         entry.zip64_local = zip64
+        entry.reserved = not zip64 and self.rewritable
+        if entry.reserved and hasattr(self._file, "mark"):
+            self._file.mark(entry.offset)
         self._write(self._local_header(entry))
         self._open = entry
 
@@ -178,6 +198,9 @@ class ZipStream:
         entry = self._require_open()
         self._write(FINAL_EMPTY_BLOCK)
         entry.compressed_size += len(FINAL_EMPTY_BLOCK)
+        if entry.reserved and zip64_header_needed(entry.compressed_size, entry.size):
+            entry.zip64_local = True
+            self._rewrite(entry.offset, self._local_header(entry))
         if entry.zip64_local or entry.compressed_size >= ZIP32_LIMIT or entry.size >= ZIP32_LIMIT:
             descriptor = struct.pack(
                 "<IIQQ", 0x08074B50, entry.crc, entry.compressed_size, entry.size
@@ -189,6 +212,17 @@ class ZipStream:
         self._write(descriptor)
         self._entries.append(entry)
         self._open = None
+
+    def _rewrite(self, offset: int, header: bytes) -> None:
+        """The entry's local header again, in place (same length)."""
+        rewrite = getattr(self._file, "rewrite", None)
+        if rewrite is not None:
+            rewrite(offset, header)
+            return
+        self._file.flush()
+        self._file.seek(offset)
+        self._file.write(header)
+        self._file.seek(self._offset)
 
     def _require_open(self) -> _Entry:
         if self._open is None:
@@ -240,6 +274,11 @@ class ZipStream:
             )
         )
         self._write(struct.pack("<IIQI", 0x07064B50, 0, record_offset, 1))
+
+
+def zip64_header_needed(compressed_size: int, size: int) -> bool:
+    """Whether a streamed entry of these final sizes needs the ZIP64 local header."""
+    return max(compressed_size, size) >= ZIP32_LIMIT
 
 
 def _central_record(entry: _Entry) -> bytes:
