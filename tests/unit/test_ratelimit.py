@@ -60,3 +60,27 @@ def test_a_refusal_adds_retry_after_of_the_exhausted_policy() -> None:
     assert headers["Retry-After"] == "42"
     assert headers["RateLimit"] == '"read-user";r=0;t=42, "read-ip";r=3;t=59'
     assert retry_after([PolicyState("x", 1, 1, 0, 0.0)]) == 1
+
+
+def test_the_in_memory_limits_count_the_same_and_prune_expired_entries() -> None:
+    """Tried: a 2-per-second moving window in the pruned in-memory storage, hit three times,
+    then again after the window and a pruning pass. Must hold: the third hit is refused; once
+    the entries have expired, pruning drops them and a new hit is allowed."""
+    import asyncio
+
+    from limits import parse
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    from exportd.api.ratelimit import PrunedMemoryStorage
+
+    async def scenario() -> None:
+        storage = PrunedMemoryStorage()
+        limiter = MovingWindowRateLimiter(storage)
+        item = parse("2/second")
+        assert [await limiter.hit(item, "user", "a") for _ in range(3)] == [True, True, False]
+        await asyncio.sleep(1.2)
+        storage.prune()
+        assert storage.events == {}
+        assert await limiter.hit(item, "user", "a")
+
+    asyncio.run(scenario())

@@ -141,3 +141,23 @@ def test_settings_refuse_a_public_key_and_a_jwks_url_together(tmp_path: object) 
             jwt_public_key="-----BEGIN PUBLIC KEY-----",
             jwt_jwks_url="http://127.0.0.1/jwks",
         )
+
+
+def test_a_verified_token_is_remembered_until_its_exp_and_a_bad_one_never() -> None:
+    """Tried: one token authenticated twice, a token near its exp, and a tampered token.
+    Must hold: the second answer is the remembered principal; no entry outlives the token's
+    exp; a token that fails verification is refused every time and never remembered."""
+    import asyncio
+
+    cached = TokenVerifier(key=SECRET)
+    token = mint_token("alice", SECRET, ttl=3600)
+    first = asyncio.run(cached.authenticate(token))
+    assert asyncio.run(cached.authenticate(token)) is first
+    short = mint_token("bob", SECRET, ttl=5)
+    principal = asyncio.run(cached.authenticate(short))
+    assert cached._verified[short][1] <= principal.claims["exp"]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            asyncio.run(cached.authenticate(tampered))
+    assert tampered not in cached._verified

@@ -82,7 +82,7 @@ _bearer_scheme = HTTPBearer(
 )
 
 
-def current_principal(
+async def current_principal(  # async: FastAPI runs a plain def in its threadpool
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Principal:

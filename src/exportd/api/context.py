@@ -131,7 +131,7 @@ def _from_epoch(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:  # async: no threadpool hop
     context: ApiContext = request.app.state.exportd
     return context
 

@@ -327,4 +327,8 @@ def get_protection(request: Request) -> Protection:
     return protection
 
 
-ProtectionDep = Annotated[Protection, Depends(get_protection)]
+async def _protection_dep(request: Request) -> Protection:
+    return get_protection(request)  # async: FastAPI runs a plain def in its threadpool
+
+
+ProtectionDep = Annotated[Protection, Depends(_protection_dep)]

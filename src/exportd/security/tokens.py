@@ -126,6 +126,10 @@ def _signing_keys(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
     return keys
 
 
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class TokenVerifier:
     """``key`` is the HS secret or a PEM public key; ``jwks`` replaces it for a JWKS URL."""
@@ -136,6 +140,12 @@ class TokenVerifier:
     issuer: str | None = None
     leeway_seconds: int = 30
     jwks: JwksKeys | None = None
+    # Verified tokens by their exact text, until min(exp, CACHE_SECONDS after verification):
+    # a client sends the same token with every request, and a JWT decode is most of a read's
+    # CPU. Only successes are kept; a token whose exp passes is decoded again (leeway and all).
+    _verified: dict[str, tuple[Principal, float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         symmetric = {a.startswith(SYMMETRIC_PREFIX) for a in self.algorithms}
@@ -180,6 +190,26 @@ class TokenVerifier:
 
     async def authenticate(self, token: str) -> Principal:
         """The caller a valid token names; :class:`InvalidToken` for anything else."""
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        principal = await self._authenticate(token)
+        self._remember(token, principal, now)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, now: float) -> None:
+        exp = principal.claims.get("exp")
+        if not isinstance(exp, int | float):
+            return
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            for stale in [t for t, (_, until) in self._verified.items() if until <= now]:
+                del self._verified[stale]
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()  # many live tokens at once: start over, never grow
+        self._verified[token] = (principal, min(float(exp), now + VERIFIED_CACHE_SECONDS))
+
+    async def _authenticate(self, token: str) -> Principal:
         if self.jwks is None:
             return self.verify(token)
         header = _header_of(token)

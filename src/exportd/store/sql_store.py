@@ -126,7 +126,11 @@ class SqlStateStore(ScheduleStore, StateStore):
             raise Conflict(f"export {record.id} already exists", reason="AlreadyExists") from None
 
     async def get(self, export_id: str) -> ExportRecord | None:
-        return await self._reading(StoreTx.get_record, export_id)
+        return await self._point_read(StoreTx.get_record, export_id)
+
+    async def _point_read(self, func: Callable[..., _T], *args: Any) -> _T:
+        """A read of one row by its key (a status read); SQLite answers it on the loop."""
+        return await self._reading(func, *args)
 
     async def list_for_owner(
         self, owner: str | None, limit: int = 20, cursor: str | None = None

@@ -72,7 +72,7 @@ class ScheduleList(CamelModel):
     items: list[ScheduleResource]
 
 
-def get_scheduler(request: Request) -> Scheduler:
+async def get_scheduler(request: Request) -> Scheduler:
     scheduler: Scheduler = request.app.state.scheduler
     return scheduler
 
