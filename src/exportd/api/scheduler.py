@@ -156,24 +156,13 @@ class Scheduler:
                     with contextlib.suppress(ExportdError):
                         await self.context.backend.cancel(export_id, record.owner)
             run = await self._start(record, decision.slot)
-        elif decision.action == "skip":
-            message = f"a run is still active ({', '.join(active)}); concurrencyPolicy Forbid"
-            run = ScheduleRun(
-                schedule_id=record.id,
-                slot=decision.slot,
-                outcome=Outcome.SKIPPED,
-                reason="RunActive",
-                message=message,
-                at=now,
-            )
         else:
-            late = int((now - decision.slot).total_seconds())
-            message = f"{late} s late, past startingDeadlineSeconds"
+            outcome, reason, message = _not_run(decision.action, decision.slot, now, active)
             run = ScheduleRun(
                 schedule_id=record.id,
                 slot=decision.slot,
-                outcome=Outcome.MISSED,
-                reason="StartingDeadlineExceeded",
+                outcome=outcome,
+                reason=reason,
                 message=message,
                 at=now,
             )
@@ -263,3 +252,16 @@ def _after(state: ScheduleState, run: ScheduleRun) -> ScheduleState:
             "last_message": run.message,
         }
     )
+
+
+def _not_run(
+    action: str, slot: datetime, now: datetime, active: list[str]
+) -> tuple[Outcome, str, str]:
+    """Outcome, reason and message of a slot that does not run: skipped (Forbid, a run still
+    active) or missed (later than startingDeadlineSeconds)."""
+    if action == "skip":
+        message = f"a run is still active ({', '.join(active)}); concurrencyPolicy Forbid"
+        return Outcome.SKIPPED, "RunActive", message
+    late = int((now - slot).total_seconds())
+    message = f"{late} s late, past startingDeadlineSeconds"
+    return Outcome.MISSED, "StartingDeadlineExceeded", message
