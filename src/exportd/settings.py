@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     SecretStr,
     field_validator,
@@ -31,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from exportd.contract.addresses import EmailAddress
 from exportd.contract.podsettings import ExporterPodConfig
 
 ENV_PREFIX = "EXPORTD_"
@@ -135,7 +135,7 @@ class SmtpConfig(BaseModel):
     password_file: Path | None = Field(
         None, description="File holding the SMTP password; wins over the inline value."
     )
-    sender: EmailStr | None = Field(None, description="From address of export e-mails.")
+    sender: EmailAddress | None = Field(None, description="From address of export e-mails.")
     ca_file: Path | None = Field(
         None, description="PEM CA bundle trusted for the SMTP server. Unset: system CAs."
     )

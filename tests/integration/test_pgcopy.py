@@ -173,6 +173,73 @@ def test_cancel_from_another_thread_stops_the_copy_on_the_server(tmp_path: Path)
     assert left == (0,)
 
 
+def test_an_error_in_the_middle_of_the_copy_fails_the_export(tmp_path: Path) -> None:
+    """The server fails at row 3,000 (division by zero), after whole chunks were written: the
+    error is the database's own, classified, not a short file reported as complete."""
+    with pytest.raises(PermanentFailure) as caught:
+        copy_csv(
+            "SELECT g, 1 / (g - 3000) AS inverse FROM generate_series(1, 10000) AS g",
+            tmp_path / "e.csv",
+        )
+    assert "division by zero" in caught.value.message
+
+
+def test_every_row_of_a_long_copy_arrives_once_and_in_order(tmp_path: Path) -> None:
+    """Hundreds of chunks and socket waits: the file holds exactly the rows the server sent."""
+    result = copy_csv(
+        "SELECT g AS n, repeat('x', g % 50) AS pad FROM generate_series(1, 200000) AS g",
+        tmp_path / "long.csv",
+    )
+    rows = parsed(tmp_path / "long.csv")
+    assert rows[0] == ["n", "pad"]
+    assert [int(row[0]) for row in rows[1:]] == list(range(1, 200001))
+    assert all(row[1] == "x" * (int(row[0]) % 50) for row in rows[1:])
+    assert result.rows_read == result.rows_written == 200000
+
+
+def test_the_connection_serves_again_after_a_finished_copy(tmp_path: Path) -> None:
+    """After the COPY's final result is read the connection is idle, not left mid-protocol."""
+    from exportd.exporter.pgcopyout import copy_out
+
+    chunks: list[bytes] = []
+    with psycopg.connect(PG_DSN) as conn:
+        count = copy_out(
+            conn,
+            "COPY (SELECT g FROM generate_series(1, %(n)s) AS g) TO STDOUT",
+            {"n": 1000},
+            lambda buffer, rows: chunks.append(bytes(buffer)),
+            chunk_rows=100,
+        )
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+    assert count == 1000
+    assert b"".join(chunks) == b"".join(f"{n}\n".encode() for n in range(1, 1001))
+
+
+def test_a_statement_that_is_no_copy_out_is_refused_and_a_failed_read_closes(
+    tmp_path: Path,
+) -> None:
+    """copy_out reads only ``COPY ... TO STDOUT``; on any failure, above all the consumer's
+    mid-copy (the row limit, a full disk), the connection is closed, never reused half-read."""
+    from exportd.exporter.pgcopyout import copy_out
+
+    def ignore(buffer: bytearray, rows: int) -> None:
+        pass
+
+    def fail(buffer: bytearray, rows: int) -> None:
+        if rows:
+            raise OSError("disk full")
+
+    with psycopg.connect(PG_DSN) as conn:
+        with pytest.raises(psycopg.ProgrammingError, match="TUPLES_OK"):
+            copy_out(conn, "SELECT 1", {}, ignore, chunk_rows=10)
+        assert conn.closed
+    with psycopg.connect(PG_DSN) as conn:
+        statement = "COPY (SELECT g FROM generate_series(1, 100000) AS g) TO STDOUT"
+        with pytest.raises(OSError, match="disk full"):
+            copy_out(conn, statement, {}, fail, chunk_rows=10)
+        assert conn.closed
+
+
 def test_the_copy_path_never_loads_arrow() -> None:
     """What keeps a CSV export process small: no pyarrow, no DuckDB."""
     code = (

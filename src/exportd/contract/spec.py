@@ -28,12 +28,13 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from exportd.contract.addresses import EmailAddress
 
 FILE_NAME_MAX = 200
 _FILE_NAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -121,7 +122,7 @@ class ExportRequestBody(CamelModel):
     return_type: ReturnType = ReturnType.URL
     file_name: FileName
     variables: dict[VariableKey, VariableValue] = Field(default_factory=dict, max_length=64)
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -155,7 +156,7 @@ class ExportSpec(CamelModel):
     return_type: ReturnType = ReturnType.URL
     file_name: FileName
     variables: dict[VariableKey, VariableValue] = Field(default_factory=dict)
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     requested_by: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     requested_at: datetime
     cancel: bool = False

@@ -29,8 +29,9 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from string import Template
 
-from pydantic import EmailStr, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from exportd.contract.addresses import EmailAddress
 from exportd.contract.errors import ExportdError, PermanentFailure, TransientFailure
 from exportd.contract.spec import utc_now
 from exportd.settings import SmtpConfig
@@ -47,7 +48,7 @@ INVALID_ADDRESS = "InvalidEmailAddress"
 
 BACKOFF_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
-_EMAIL = TypeAdapter(EmailStr)
+_EMAIL = TypeAdapter(EmailAddress)
 _LEADING_DOTS = re.compile(rb"(?m)^\.")
 
 SUBJECT = Template("Your export $file_name is ready")

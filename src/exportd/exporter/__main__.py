@@ -5,10 +5,18 @@ where a development or bench environment has them, pyarrow imports NumPy when it
 (~0.25 s, ~30 MiB with NumPy) on the first ``pa.array`` over a Python list, only to ask whether
 the list is a pandas object. Nothing on the exporter's paths uses either. Only this entry point
 blocks them: ``main()`` called in-process (tests, library users) leaves the interpreter as it is.
+
+The garbage collector is kept off the objects start-up creates (modules, classes, pydantic's
+schemas: they live until exit): it is off while they are imported and they are then frozen out of
+its sight, and frozen again after the export, so the interpreter's exit does not walk them all
+once more. Measured on the CSV path: about 70 ms of a 0.35 s small export.
 """
 
+import gc
 import os
 import sys
+
+gc.disable()
 
 
 class _NoPandas:  # a meta path finder (importlib.abc would cost an import of its own)
@@ -25,4 +33,8 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from exportd.exporter.cli import main  # noqa: E402
 
-raise SystemExit(main())
+gc.freeze()
+gc.enable()
+code = main()
+gc.freeze()  # what the export's path imported, too
+raise SystemExit(code)

@@ -31,11 +31,14 @@ class CancelWatcher:
         self._thread = threading.Thread(target=self._watch, name="cancel-watcher", daemon=True)
 
     def _watch(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(CANCEL_POLL_SECONDS):
-                log.info("cancel requested; cancelling the running query")
-                self._target.cancel()
+        # Waits on ``done``, not on ``cancel``: the end of the block wakes the thread at once
+        # (every export ends so; waiting on ``cancel`` made each one wait out a poll interval),
+        # while a cancel is seen within one interval.
+        while not self._cancel.is_set():
+            if self._done.wait(CANCEL_POLL_SECONDS):
                 return
+        log.info("cancel requested; cancelling the running query")
+        self._target.cancel()
 
     def __enter__(self) -> CancelWatcher:
         self._thread.start()

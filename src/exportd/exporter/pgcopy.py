@@ -47,6 +47,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure
 from exportd.contract.sqlparams import to_pyformat
+from exportd.exporter.pgcopyout import copy_out
 from exportd.exporter.writers.base import HashingFile
 
 if TYPE_CHECKING:
@@ -239,24 +240,15 @@ class PostgresCsvCopy:
         file: ByteSink,
         max_rows: int | None,
     ) -> tuple[int, int]:
-        """Stream the COPY; rows are copied into one buffer as they arrive (holding libpq's
-        row buffers for a whole chunk instead measured a third more CPU)."""
+        """Stream the COPY into ``file``, whole rows cleaned and neutralized chunk by chunk."""
         written = 0
-        buffer = bytearray()
-        pending = 0
-        with self._conn.cursor() as cursor:
-            with cursor.copy(statement, dict(params)) as copy:
-                for row in copy:  # one COPY data message is exactly one row
-                    buffer += row
-                    pending += 1
-                    if pending >= FLUSH_ROWS:
-                        written += _flush(buffer, pending, file, self._neutralize)
-                        buffer.clear()
-                        pending = 0
-                        self._check_progress(written, max_rows)
-            written += _flush(buffer, pending, file, self._neutralize)
-            rows_read = cursor.rowcount
-        self._check_progress(written, max_rows)
+
+        def write_chunk(buffer: bytearray, rows: int) -> None:
+            nonlocal written
+            written += _flush(buffer, rows, file, self._neutralize)
+            self._check_progress(written, max_rows)
+
+        rows_read = copy_out(self._conn, statement, params, write_chunk, FLUSH_ROWS)
         return rows_read, written
 
     def _check_progress(self, written: int, max_rows: int | None) -> None:

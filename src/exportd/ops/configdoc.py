@@ -26,12 +26,13 @@ from pathlib import Path, PurePath
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel, EmailStr, SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from exportd import settings as settings_module
+from exportd.contract.addresses import EmailAddress
 
 BEGIN_MARKER = "<!-- config:begin -->"
 END_MARKER = "<!-- config:end -->"
@@ -217,7 +218,7 @@ _SIMPLE_NAMES: dict[Any, str] = {
     bool: "boolean",
     Path: "path",
     SecretStr: "secret string",
-    EmailStr: "e-mail address",
+    EmailAddress: "e-mail address",
 }
 
 
