@@ -116,6 +116,13 @@ class ExporterProcess:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def loaded_by_import(modules: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter has loaded after ``import {modules}``."""
+    code = f"import sys, {modules}; print(' '.join(m for m in {watched!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def exporter_env(data_dir: Path, sample_db: Path, **extra: str) -> dict[str, str]:
     """The child's environment: no inherited ``EXPORTD_*`` setting, data under ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}

@@ -146,6 +146,41 @@ def test_small_result_is_read_whole_by_the_probe_as_the_psycopg_source_reads_it(
     assert comparable(scanned) == comparable(read_psycopg(sql))
 
 
+@pytest.mark.parametrize(
+    ("rows", "small"),
+    [(1_000, True), (1_001, False), (999, True), (500, True), (0, True)],
+)
+def test_the_probe_reads_in_steps_and_takes_the_small_path_exactly_up_to_its_limit(
+    rows: int, small: bool
+) -> None:
+    """With a limit of 1,000 rows read 500 at a time: 1,000 rows (two full steps) are still a
+    small result, 1,001 are not; every row arrives once and in order either way."""
+    query = f"SELECT g AS id FROM generate_series(1, {rows}) AS g ORDER BY g"
+    with PostgresArrowSource.from_config(pg_source(), small_result_rows=1_000) as source:
+        table = pa.Table.from_batches(list(source.stream(query, {}, QueryOptions())))
+        assert source.used_small_path is small and source.used_fast_path is not small
+    assert table.column("id").to_pylist() == list(range(1, rows + 1))
+
+
+def test_rows_of_long_texts_are_no_small_result_and_skip_duckdb() -> None:
+    """3,000 rows of 40 kB texts (120 MB): the probe stops at ``batch_bytes`` instead of reading
+    them whole, and rows this large are streamed by the psycopg source in byte-sized batches
+    (DuckDB would hold several 2,048-row vectors of them); every value arrives intact."""
+    query = (
+        "SELECT g AS id, repeat(chr(97 + g % 26), 40000) AS body FROM generate_series(1, 3000) g"
+    )
+    with PostgresArrowSource.from_config(pg_source()) as source:
+        batches = list(source.stream(query, {}, QueryOptions()))
+        assert not source.used_small_path and not source.used_fast_path
+    assert max(batch.nbytes for batch in batches) <= 2 * QueryOptions().batch_bytes
+    table = pa.Table.from_batches(batches)
+    assert table.column("id").to_pylist() == list(range(1, 3001))
+    assert all(
+        body == chr(97 + n % 26) * 40_000
+        for n, body in enumerate(table.column("body").to_pylist(), start=1)
+    )
+
+
 def test_statement_timeout_cancels_a_slow_small_query() -> None:
     """The probe runs under the export's statement timeout and reports it as such."""
     with (

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from exportd.exporter.sources.base import QueryOptions
 from exportd.exporter.sources.postgres import PostgresSource
 from exportd.exporter.writers.base import ExportMetadata
 from exportd.exporter.writers.csv import CsvWriter
+from tests.conftest import loaded_by_import
 from tests.integration.test_fastxlsx_postgres import (
     EDGE_ROWS,
     PG_DSN,
@@ -242,12 +241,7 @@ def test_a_statement_that_is_no_copy_out_is_refused_and_a_failed_read_closes(
 
 def test_the_copy_path_never_loads_arrow() -> None:
     """What keeps a CSV export process small: no pyarrow, no DuckDB."""
-    code = (
-        "import sys, exportd.exporter.pgcopy;"
-        "print(sorted(m for m in ('pyarrow', 'duckdb') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by_import("exportd.exporter.pgcopy", ("pyarrow", "duckdb")) == []
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pyarrow as pa
+import pytest
 
 from exportd.exporter.cells import (
     EXCEL_MAX_TEXT,
@@ -162,3 +163,38 @@ def test_the_cell_limit_counts_utf16_code_units() -> None:
     assert len(cut.encode("utf-16-le")) // 2 <= 32_767 and "\ufffd" not in cut
     assert fits == "😀" * 16_383 + "x"
     assert clean_and_cut(texts).to_pylist() == [cut, fits]
+
+
+def _cut_by_characters(text: str) -> str:
+    """The reference: whole characters kept while they fit, then the mark."""
+    if len(text.encode("utf-16-le")) // 2 <= 32_767:
+        return text
+    room = 32_767 - len(TRUNCATION_MARK)
+    kept, units = [], 0
+    for char in text:
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > room:
+            break
+        kept.append(char)
+    return "".join(kept) + TRUNCATION_MARK
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 40_000,
+        "a" * 32_767,
+        "a" * 32_768,
+        "a" * 32_754 + "😀" + "b" * 100,  # the pair straddles the cut
+        "a" * 32_753 + "😀" + "b" * 100,  # the pair ends exactly at the cut
+        "😀" * 20_000,
+        "é" * 17_000 + "😀" * 9_000,
+        "a" * 16_383,
+    ],
+)
+def test_cutting_on_the_utf16_encoding_keeps_whole_characters(text: str) -> None:
+    from exportd.exporter.cells import cut_for_excel
+
+    cut = cut_for_excel(text)
+    assert cut == _cut_by_characters(text)
+    assert len(cut.encode("utf-16-le")) // 2 <= 32_767

@@ -117,21 +117,22 @@ def nonfinite_text(value: float) -> str:
 
 
 def utf16_length(text: str) -> int:
-    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def cut_for_excel(text: str) -> str:
     """Text within Excel's 32,767 UTF-16 code units, cut and marked when longer (never in the
-    middle of a surrogate pair)."""
-    if len(text) <= EXCEL_MAX_TEXT // 2 or utf16_length(text) <= EXCEL_MAX_TEXT:
+    middle of a surrogate pair). Counted and cut on the UTF-16 encoding: a loop over the
+    characters took ~2 ms per long text, the encoding a few microseconds."""
+    if len(text) <= EXCEL_MAX_TEXT // 2:
         return text
-    room = EXCEL_MAX_TEXT - len(TRUNCATION_MARK)
-    kept = 0
-    for index, char in enumerate(text):
-        kept += 2 if ord(char) > 0xFFFF else 1
-        if kept > room:
-            return text[:index] + TRUNCATION_MARK
-    return text  # pragma: no cover - the length check above said it is longer
+    units = text.encode("utf-16-le", "surrogatepass")
+    if len(units) <= 2 * EXCEL_MAX_TEXT:
+        return text
+    kept = units[: 2 * (EXCEL_MAX_TEXT - utf16_length(TRUNCATION_MARK))]
+    if 0xD800 <= int.from_bytes(kept[-2:], "little") <= 0xDBFF:  # half of a pair: drop it
+        kept = kept[:-2]
+    return kept.decode("utf-16-le", "surrogatepass") + TRUNCATION_MARK
 
 
 def is_text_type(arrow_type: pa.DataType) -> bool:

@@ -19,11 +19,15 @@ fast path; anything else (numeric without precision, char(n), json, arrays, ...)
 that source instead, so a file never depends on which path read it.
 
 Small results skip DuckDB: the type check runs the query with ``LIMIT SMALL_RESULT_ROWS + 1``
-instead of ``LIMIT 0``. When the whole result came back in that probe, its rows are turned into
-Arrow exactly as :class:`PostgresSource` does (same connection, loaders and column plans), so the
-query runs once and DuckDB is neither imported nor started (measured: importing DuckDB, loading the
-extension and ATTACH cost ~0.35 s and ~40 MiB, more than reading 5,000 rows through psycopg). A
-larger result costs the probe's rows once more (a few milliseconds), then streams as before.
+instead of ``LIMIT 0``, its rows read in steps by a server-side cursor. When the whole result came
+back in that probe, its rows are turned into Arrow exactly as :class:`PostgresSource` does (same
+connection, loaders and column plans), so the query runs once and DuckDB is neither imported nor
+started (measured: importing DuckDB, loading the extension and ATTACH cost ~0.35 s and ~40 MiB,
+more than reading 5,000 rows through psycopg). A larger result costs the probe's rows once more
+(a few milliseconds), then streams as before, in batches sized by the probe's rows to about
+``batch_bytes``. The probe stops at ``batch_bytes`` too: 5,000 rows of 40 kB texts are a large
+result, not a small one read whole (measured: 852 MiB peak RSS when they were), and rows over
+``DUCKDB_MAX_ROW_BYTES`` are streamed by :class:`PostgresSource`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +47,7 @@ from psycopg.conninfo import make_conninfo
 from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
 from exportd.contract.sqlparams import to_pyformat
 from exportd.exporter.sources.arrowtypes import empty_batch, rows_to_batch
-from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.exporter.sources.base import QueryOptions, Source, rows_within
 from exportd.exporter.sources.postgres import (
     PostgresSource,
     classify,
@@ -60,6 +65,11 @@ DUCKDB_THREADS = 1  # one COPY stream; the other core builds and deflates the sh
 DUCKDB_MEMORY_LIMIT = "192MB"
 NUMERIC_OID = 1700
 SMALL_RESULT_ROWS = 5_000  # read whole by the type probe: no DuckDB start-up (~0.35 s)
+PROBE_STEP_ROWS = 500
+# DuckDB's scanner reads 2,048 rows at a time and holds several such vectors (measured: 5,000
+# rows of 40 kB texts peaked at 405 MiB just reading). Larger rows go through PostgresSource,
+# whose batches are sized in bytes; per-value Python costs little when values are this long.
+DUCKDB_MAX_ROW_BYTES = 8 * 1024
 MAX_DECIMAL_PRECISION = 38
 # bool, int8, int2, int4, text, float4, float8, varchar, date, timestamp, timestamptz
 FAST_TYPE_OIDS = frozenset({16, 20, 21, 23, 25, 700, 701, 1043, 1082, 1114, 1184})
@@ -102,6 +112,27 @@ def strip_statement(sql: str) -> str:
     return sql.strip().rstrip(";").strip()
 
 
+@dataclass
+class Probe:
+    """What the type probe learned: the columns, the first rows, whether they are all."""
+
+    description: list[psycopg.Column]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    size: int = 0  # the rows' rough bytes: text and binary lengths, 8 per other value
+    complete: bool = False  # the whole result is in ``rows``
+
+    def take(self, chunk: list[tuple[Any, ...]], wanted: int) -> None:
+        self.rows.extend(chunk)
+        self.size += sum(
+            len(value) if isinstance(value, str | bytes) else 8 for row in chunk for value in row
+        )
+        self.complete = len(chunk) < wanted  # the result ended
+
+    @property
+    def row_bytes(self) -> int:
+        return self.size // max(1, len(self.rows))
+
+
 class PostgresArrowSource(Source):
     """A PostgreSQL source reading through DuckDB when the result's types allow it."""
 
@@ -130,37 +161,45 @@ class PostgresArrowSource(Source):
         self, sql: str, params: Mapping[str, Any], options: QueryOptions
     ) -> Iterator[pa.RecordBatch]:
         query = to_pyformat(strip_statement(sql))
-        description, rows = self._probe(query, params, options)
-        if self._small_rows > 0 and len(rows) <= self._small_rows:
+        probe = self._probe(query, params, options)
+        if self._small_rows > 0 and probe.complete:
             self.used_small_path = True
-            plans = [column_plan(column) for column in description]
-            yield rows_to_batch(rows, plans) if rows else empty_batch(plans)
+            plans = [column_plan(column) for column in probe.description]
+            yield rows_to_batch(probe.rows, plans) if probe.rows else empty_batch(plans)
             return
-        if not fast_path_supported(description):
+        if not fast_path_supported(probe.description) or probe.row_bytes > DUCKDB_MAX_ROW_BYTES:
             yield from PostgresSource(self._conn).stream(sql, params, options)
             return
         self.used_fast_path = True
-        names = [column.name for column in description]
+        names = [column.name for column in probe.description]
         literal_sql = psycopg.ClientCursor(self._conn).mogrify(query, dict(params))
-        yield from self._scan(literal_sql, names, options)
+        most = max(options.batch_rows, FAST_BATCH_ROWS)
+        batch_rows = rows_within(probe.row_bytes, most, options.batch_bytes) if probe.rows else most
+        yield from self._scan(literal_sql, names, batch_rows, options)
 
-    def _probe(
-        self, query: str, params: Mapping[str, Any], options: QueryOptions
-    ) -> tuple[list[psycopg.Column], list[tuple[Any, ...]]]:
-        """The result's columns, and its first ``small_result_rows + 1`` rows (in the session
-        :class:`PostgresSource` reads in: read-only, the statement timeout, UTC)."""
+    def _probe(self, query: str, params: Mapping[str, Any], options: QueryOptions) -> Probe:
+        """The result's columns, and its first rows up to ``small_result_rows + 1`` or
+        ``batch_bytes``, whichever comes first (in the session :class:`PostgresSource` reads
+        in: read-only, the statement timeout, UTC). A server-side cursor hands them over in
+        steps, so a result of long texts is never read whole to learn that it is large."""
         limit = self._small_rows + 1 if self._small_rows > 0 else 0
         try:
-            with self._conn.cursor() as cursor:
+            with self._conn.cursor() as session:
                 timeout = f"{options.statement_timeout_seconds * 1000}ms"
-                cursor.execute(
+                session.execute(
                     "SELECT set_config('statement_timeout', %s, true),"
                     " set_config('TimeZone', 'UTC', true)",
                     [timeout],
                 )
+            with self._conn.cursor(name="exportd_probe") as cursor:
                 cursor.execute(f"SELECT * FROM ({query}) AS exportd_q LIMIT {limit}", dict(params))
-                rows = cursor.fetchall() if limit else []
-                return list(cursor.description or []), rows
+                probe = Probe(list(cursor.description or []))
+                while not probe.complete and len(probe.rows) < limit:
+                    if probe.size >= options.batch_bytes:
+                        break  # large rows: no need to read more to know it is no small result
+                    wanted = min(PROBE_STEP_ROWS, limit - len(probe.rows))
+                    probe.take(cursor.fetchmany(wanted), wanted)
+                return probe
         except psycopg.Error as exc:
             if self._cancelled:
                 raise Cancelled("the export was cancelled; its query was cancelled") from exc
@@ -172,7 +211,7 @@ class PostgresArrowSource(Source):
                 self._conn.rollback()
 
     def _scan(
-        self, literal_sql: str, names: list[str], options: QueryOptions
+        self, literal_sql: str, names: list[str], batch_rows: int, options: QueryOptions
     ) -> Iterator[pa.RecordBatch]:
         import duckdb
 
@@ -184,7 +223,7 @@ class PostgresArrowSource(Source):
             result = duck.execute(
                 f"SELECT * FROM postgres_query('pg', '{_sql_string(literal_sql)}')"
             )
-            reader = result.to_arrow_reader(max(options.batch_rows, FAST_BATCH_ROWS))
+            reader = result.to_arrow_reader(batch_rows)
             schema = pa.schema(
                 [field.with_name(name) for field, name in zip(reader.schema, names, strict=True)]
             )

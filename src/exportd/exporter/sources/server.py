@@ -3,11 +3,11 @@
 Both sources hold one connection to a database server and read one query at a time through a
 cursor that leaves the result on the server (a named cursor, an unbuffered one). Everything
 around that cursor is the same for both and is written here once: refuse to start after a
-cancel, execute with bound parameters, fetch ``batch_rows`` rows at a time into Arrow (an empty
-result still yields its schema), check for a cancel between batches, turn driver errors into the
-exporter's taxonomy, and always release the cursor. A server module supplies only what differs:
-how its session and cursor are opened, how its columns map to Arrow, how a query is stopped on
-the server, and what its error codes mean.
+cancel, execute with bound parameters, fetch rows into Arrow batches of at most ``batch_rows``
+rows and about ``batch_bytes`` (an empty result still yields its schema), check for a cancel
+between batches, turn driver errors into the exporter's taxonomy, and always release the cursor.
+A server module supplies only what differs: how its session and cursor are opened, how its
+columns map to Arrow, how a query is stopped on the server, and what its error codes mean.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ import pyarrow as pa
 from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure
 from exportd.contract.sqlparams import to_pyformat
 from exportd.exporter.sources.arrowtypes import ColumnPlan, empty_batch, rows_to_batch
-from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.exporter.sources.base import (
+    FIRST_BATCH_ROWS,
+    QueryOptions,
+    Source,
+    next_batch_rows,
+)
 from exportd.settings import SourceConfig
 
 
@@ -74,13 +79,17 @@ class ServerSource(Source, Generic[CursorT, ErrorT]):
     def _batches(self, cursor: CursorT, options: QueryOptions) -> Iterator[pa.RecordBatch]:
         plans = self._column_plans(cursor)
         sent_any = False
+        size = min(options.batch_rows, FIRST_BATCH_ROWS)  # then sized by what rows weigh
         while True:
             self._raise_if_cancelled()
-            rows = cursor.fetchmany(options.batch_rows)
+            rows = cursor.fetchmany(size)
             if not rows:
                 break
             sent_any = True
-            yield rows_to_batch(rows, plans)
+            batch = rows_to_batch(rows, plans)
+            del rows  # the Python rows: as large as the batch, not needed while it is written
+            yield batch
+            size = next_batch_rows(batch, options)
         if not sent_any:
             yield empty_batch(plans)
 
