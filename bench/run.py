@@ -266,7 +266,7 @@ def main() -> int:
         loop = bench.compare(("xlsxwriter_loop", one_m), ("exportd_xlsx", one_m))
         bench.compare(("exportd_xlsx", wide), ("psycopg_copy_csv", wide))
         bench.compare(("exportd_csv", wide), ("psycopg_copy_csv", wide))
-        bench.run("exportd_xlsx", adversarial)
+        adversarial_xlsx = bench.run("exportd_xlsx", adversarial)
         bench.run("exportd_csv", adversarial)
         bench.run("exportd_xlsx", five_m)
         api = api_case(bench, API_ROWS, PAIRS)
@@ -285,6 +285,9 @@ def main() -> int:
          ratio_of(duck) >= 4),
         (f"XLSX peak RSS <= 256 MiB, flat 1M -> 5M ({xlsx_1m.peak:.0f} -> {xlsx_5m.peak:.0f} MiB)",
          max(xlsx_1m.peak, xlsx_5m.peak) <= 256 and xlsx_5m.peak <= 1.1 * xlsx_1m.peak),
+        # Not a target of the issue: what constant memory means with 40 kB texts in 10% of rows.
+        (f"XLSX adversarial table peak RSS <= 256 MiB ({adversarial_xlsx.peak_mib:.0f} MiB)",
+         adversarial_xlsx.peak_mib <= 256),
         (f"CSV 1M <= 1.3x COPY to a file ({ratio_of(csv_copy):.2f}x)", ratio_of(csv_copy) <= 1.3),
         (f"CSV 1M peak RSS <= 64 MiB ({csv_1m.peak:.0f} MiB)", csv_1m.peak <= 64),
         (f"15-row XLSX export <= 0.5 s and 120 MiB ({small_wall:.2f} s, {small_peak:.0f} MiB)",

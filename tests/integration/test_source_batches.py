@@ -4,6 +4,8 @@ at once, and every row arrives once, in order, whatever the batch sizes were."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -52,3 +54,28 @@ def test_small_rows_grow_to_batch_rows_after_the_first_batch() -> None:
     assert next_batch_rows(wide, QueryOptions(batch_bytes=1024 * 1024)) == 10
     huge = pa.record_batch({"t": pa.array(["x" * 5_000_000])})
     assert next_batch_rows(huge, QueryOptions(batch_bytes=1024 * 1024)) == 1
+
+
+def test_duckdb_vectors_are_joined_up_to_batch_rows_or_batch_bytes(tmp_path: Path) -> None:
+    """The DuckDB source reads 2,048-row vectors and joins them: short rows into batches of
+    about ``batch_rows`` (10,240 here), long ones not beyond a vector; all rows in order."""
+    import duckdb
+
+    path = tmp_path / "rows.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE short AS SELECT i AS id FROM range(1, 50001) t(i)")
+        con.execute(
+            "CREATE TABLE long AS SELECT i AS id, repeat(chr(97 + (i % 26)::int), 4000) AS body"
+            " FROM range(1, 5001) t(i)"
+        )
+    config = SourceConfig.model_validate({"kind": "duckdb", "path": str(path)})
+    options = QueryOptions(batch_rows=10_000, batch_bytes=1024 * 1024)
+    with open_source(config) as source:
+        short = list(source.stream("SELECT id FROM short ORDER BY id", {}, options))
+        long = list(source.stream("SELECT id, body FROM long ORDER BY id", {}, options))
+    assert [batch.num_rows for batch in short] == [10_240] * 4 + [50_000 - 4 * 10_240]
+    assert pa.Table.from_batches(short).column("id").to_pylist() == list(range(1, 50_001))
+    assert all(batch.num_rows <= 2_048 for batch in long)
+    table = pa.Table.from_batches(long)
+    assert table.column("id").to_pylist() == list(range(1, 5_001))
+    assert table.column("body").to_pylist() == [chr(97 + n % 26) * 4000 for n in range(1, 5_001)]

@@ -124,7 +124,10 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "EXPORTD_KUBERNETES_NAMESPACE": (
         "Kubernetes backend: namespace the API creates ExportRequest resources in."
     ),
-    "EXPORTD_BATCH_ROWS": "Rows fetched from the source per batch (bounds the exporter's memory).",
+    "EXPORTD_BATCH_ROWS": (
+        "Most rows fetched from the source per batch; fewer where rows are large, so a batch "
+        "holds about 4 MiB (bounds the exporter's memory)."
+    ),
     "EXPORTD_PROGRESS_INTERVAL_SECONDS": "Least time between two progress reports of an export.",
     "EXPORTD_TEMP_DIR": (
         "Directory of the file being written before it is published. Unset: `<data_dir>/tmp`."

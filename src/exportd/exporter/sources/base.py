@@ -8,7 +8,7 @@ is written once, in the writers, for every source alike.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,28 @@ def rows_within(row_bytes: int, most_rows: int, budget_bytes: int) -> int:
     ``most_rows``. 10,000 rows of 40 kB texts would be 400 MB in one batch, and the writer's
     queues hold several."""
     return max(1, min(most_rows, budget_bytes // max(1, row_bytes)))
+
+
+def coalesced(batches: Iterable[pa.RecordBatch], options: QueryOptions) -> Iterator[pa.RecordBatch]:
+    """Small batches (a reader's vectors) joined into batches of about ``batch_rows`` rows or
+    ``batch_bytes``, whichever comes first, so large rows make small batches."""
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows >= options.batch_rows or size >= options.batch_bytes:
+            yield _joined(pending)
+            pending, rows, size = [], 0, 0
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def next_batch_rows(batch: pa.RecordBatch, options: QueryOptions) -> int:

@@ -22,10 +22,11 @@ import pyarrow as pa
 
 from exportd.contract.errors import Cancelled, ExportdError, PermanentFailure, TransientFailure
 from exportd.contract.sqlparams import to_dollar
-from exportd.exporter.sources.base import QueryOptions, Source
+from exportd.exporter.sources.base import QueryOptions, Source, coalesced
 from exportd.settings import SourceConfig
 
 WATCH_INTERVAL_SECONDS = 0.05
+VECTOR_ROWS = 2_048  # DuckDB's vector: the reader's batches cost no more than its own chunks
 EXTENSION_DIRECTORY = Path(tempfile.gettempdir()) / "exportd-duckdb-extensions"
 
 
@@ -63,19 +64,21 @@ class DuckDBSource(Source):
         )
         watchdog.start()
         try:
-            yield from self._run(sql, params, options.batch_rows)
+            yield from self._run(sql, params, options)
         finally:
             done.set()
             watchdog.join()
 
     def _run(
-        self, sql: str, params: Mapping[str, Any], batch_rows: int
+        self, sql: str, params: Mapping[str, Any], options: QueryOptions
     ) -> Iterator[pa.RecordBatch]:
         try:
             self._con.execute(to_dollar(sql), dict(params))
-            with self._con.to_arrow_reader(batch_rows) as reader:
+            # Read one vector at a time and join them up to the options' rows or bytes: a
+            # reader asked for 10,000 rows of 40 kB texts builds 400 MB batches.
+            with self._con.to_arrow_reader(VECTOR_ROWS) as reader:
                 schema_sent = False
-                for batch in reader:
+                for batch in coalesced(reader, options):
                     schema_sent = True
                     yield batch
                 if not schema_sent:
