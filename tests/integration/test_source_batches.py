@@ -57,8 +57,9 @@ def test_small_rows_grow_to_batch_rows_after_the_first_batch() -> None:
 
 
 def test_duckdb_vectors_are_joined_up_to_batch_rows_or_batch_bytes(tmp_path: Path) -> None:
-    """The DuckDB source reads 2,048-row vectors and joins them: short rows into batches of
-    about ``batch_rows`` (10,240 here), long ones not beyond a vector; all rows in order."""
+    """The DuckDB source reads 2,048-row vectors and joins them: short rows into batches of at
+    most ``batch_rows`` (four vectors, 8,192 rows, here; the last 9,040), long ones not beyond
+    a vector; all rows in order."""
     import duckdb
 
     path = tmp_path / "rows.duckdb"
@@ -73,7 +74,7 @@ def test_duckdb_vectors_are_joined_up_to_batch_rows_or_batch_bytes(tmp_path: Pat
     with open_source(config) as source:
         short = list(source.stream("SELECT id FROM short ORDER BY id", {}, options))
         long = list(source.stream("SELECT id, body FROM long ORDER BY id", {}, options))
-    assert [batch.num_rows for batch in short] == [10_240] * 4 + [50_000 - 4 * 10_240]
+    assert [batch.num_rows for batch in short] == [8_192] * 5 + [50_000 - 5 * 8_192]
     assert pa.Table.from_batches(short).column("id").to_pylist() == list(range(1, 50_001))
     assert all(batch.num_rows <= 2_048 for batch in long)
     table = pa.Table.from_batches(long)

@@ -33,15 +33,18 @@ def rows_within(row_bytes: int, most_rows: int, budget_bytes: int) -> int:
 
 
 def coalesced(batches: Iterable[pa.RecordBatch], options: QueryOptions) -> Iterator[pa.RecordBatch]:
-    """Small batches (a reader's vectors) joined into batches of about ``batch_rows`` rows or
-    ``batch_bytes``, whichever comes first, so large rows make small batches."""
+    """Small batches (a reader's vectors, each at most ``batch_rows``) joined into batches of
+    at most ``batch_rows`` rows and about ``batch_bytes``, so large rows make small batches."""
     pending: list[pa.RecordBatch] = []
     rows = size = 0
     for batch in batches:
+        if pending and rows + batch.num_rows > options.batch_rows:
+            yield _joined(pending)
+            pending, rows, size = [], 0, 0
         pending.append(batch)
         rows += batch.num_rows
         size += batch.nbytes
-        if rows >= options.batch_rows or size >= options.batch_bytes:
+        if size >= options.batch_bytes:
             yield _joined(pending)
             pending, rows, size = [], 0, 0
     if pending:

@@ -76,7 +76,7 @@ class DuckDBSource(Source):
             self._con.execute(to_dollar(sql), dict(params))
             # Read one vector at a time and join them up to the options' rows or bytes: a
             # reader asked for 10,000 rows of 40 kB texts builds 400 MB batches.
-            with self._con.to_arrow_reader(VECTOR_ROWS) as reader:
+            with self._con.to_arrow_reader(min(VECTOR_ROWS, options.batch_rows)) as reader:
                 schema_sent = False
                 for batch in coalesced(reader, options):
                     schema_sent = True
