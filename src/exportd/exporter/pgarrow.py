@@ -68,7 +68,8 @@ SMALL_RESULT_ROWS = 5_000  # read whole by the type probe: no DuckDB start-up (~
 PROBE_STEP_ROWS = 500
 # DuckDB's scanner reads 2,048 rows at a time and holds several such vectors (measured: 5,000
 # rows of 40 kB texts peaked at 405 MiB just reading). Larger rows go through PostgresSource,
-# whose batches are sized in bytes; per-value Python costs little when values are this long.
+# whose batches are sized in bytes (such rows are mostly long texts, where per-value Python
+# costs little next to the bytes).
 DUCKDB_MAX_ROW_BYTES = 8 * 1024
 MAX_DECIMAL_PRECISION = 38
 # bool, int8, int2, int4, text, float4, float8, varchar, date, timestamp, timestamptz
