@@ -49,6 +49,7 @@ from exportd.exporter import temporal
 
 EXCEL_MAX_TEXT = 32_767  # UTF-16 code units
 TRUNCATION_MARK = "…[truncated]"
+_KEPT_UNITS = EXCEL_MAX_TEXT - len(TRUNCATION_MARK.encode("utf-16-le")) // 2  # of a cut text
 EXCEL_MAX_DIGITS = 15
 EXCEL_FIRST_SAFE_DATE = date(1900, 3, 1)
 EXCEL_LAST_DATE = date(9999, 12, 31)
@@ -116,10 +117,6 @@ def nonfinite_text(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
 def cut_for_excel(text: str) -> str:
     """Text within Excel's 32,767 UTF-16 code units, cut and marked when longer (never in the
     middle of a surrogate pair). Counted and cut on the UTF-16 encoding: a loop over the
@@ -129,7 +126,7 @@ def cut_for_excel(text: str) -> str:
     units = text.encode("utf-16-le", "surrogatepass")
     if len(units) <= 2 * EXCEL_MAX_TEXT:
         return text
-    kept = units[: 2 * (EXCEL_MAX_TEXT - utf16_length(TRUNCATION_MARK))]
+    kept = units[: 2 * _KEPT_UNITS]
     if 0xD800 <= int.from_bytes(kept[-2:], "little") <= 0xDBFF:  # half of a pair: drop it
         kept = kept[:-2]
     return kept.decode("utf-16-le", "surrogatepass") + TRUNCATION_MARK
